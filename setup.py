@@ -1,0 +1,70 @@
+"""Setup for cipher.background: the single source of the package metadata."""
+import os
+
+from setuptools import find_namespace_packages
+from setuptools import setup
+
+
+def read(*names):
+    with open(os.path.join(os.path.dirname(__file__), *names)) as f:
+        return f.read()
+
+
+TESTS_REQUIRE = [
+    'pytest >= 7',
+    'pytest-timeout',
+    'hypothesis',
+    'zope.securitypolicy',
+    'zope.principalregistry',
+    'zc.buildout',
+]
+
+setup(
+    name='cipher.background',
+    version='3.0.dev0',
+    description=(
+        'Background threads, one-shot jobs and worker processes for Zope '
+        'and ZODB applications, with sites, principals and conflict retries'
+    ),
+    long_description=read('README.rst') + '\n\n' + read('CHANGES.rst'),
+    long_description_content_type='text/x-rst',
+    keywords='zope zodb background thread worker job retry conflict',
+    classifiers=[
+        'Development Status :: 4 - Beta',
+        'Framework :: ZODB',
+        'Framework :: Zope :: 5',
+        'Intended Audience :: Developers',
+        'License :: OSI Approved :: Zope Public License',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3 :: Only',
+        'Topic :: Software Development :: Libraries :: Python Modules',
+    ],
+    license='ZPL 2.1',
+    package_dir={'': 'src'},
+    packages=find_namespace_packages('src', include=['cipher.*']),
+    include_package_data=True,
+    package_data={'cipher.background': ['*.zcml']},
+    zip_safe=False,
+    python_requires='>=3.10',
+    install_requires=[
+        'setuptools',
+        'ZODB >= 5.6',
+        'ZEO >= 5.2',
+        'transaction >= 3.0',
+        'persistent',
+        'BTrees',
+        'zope.interface',
+        'zope.component',
+        'zope.site',
+        'zope.security',
+        'zope.authentication',
+    ],
+    extras_require={
+        'test': TESTS_REQUIRE,
+    },
+    entry_points={
+        'console_scripts': [
+            'cipher-background = cipher.background.cli:main',
+        ],
+    },
+)

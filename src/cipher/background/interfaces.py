@@ -1,0 +1,160 @@
+"""The contracts of cipher.background.
+
+These interfaces are the reference documentation: each says what an
+implementation guarantees and what it raises.  Every class that claims
+one is checked against it with ``zope.interface.verify.verifyObject`` in
+the tests.
+"""
+from zope.interface import Attribute
+from zope.interface import Interface
+
+
+class IRetryPolicy(Interface):
+    """Which errors are worth another attempt, and how long to wait first.
+
+    A policy holds settings only; the bookkeeping of one unit lives in the
+    object ``begin()`` returns, so one policy serves many threads at once.
+    """
+
+    attempts = Attribute(
+        'Attempts in all, the first included, for conflicts (>= 1).')
+    time_budget = Attribute(
+        'Seconds after the first attempt started after which no conflict '
+        'retry starts.')
+
+    def isTransient(error, transaction_manager=None):
+        """True when ``error`` is worth retrying in a fresh transaction.
+
+        Transient means a ``transaction.interfaces.TransientError``
+        (ZODB's ConflictError and ReadConflictError, ZEO's
+        ClientDisconnected) or an error that a data manager joined to the
+        manager's current transaction accepts through ``should_retry``.
+        Must be asked before the transaction is aborted.
+        """
+
+    def isDisconnect(error):
+        """True when ``error`` means the storage server is unreachable.
+
+        Such errors are retried with a longer backoff of their own and do
+        not use up the conflict attempts.
+        """
+
+    def begin():
+        """Start the bookkeeping of one unit.
+
+        The result has ``number`` (the attempt running now, from 1),
+        ``conflicts`` and ``disconnects`` (retries so far),
+        ``backoff(error)`` returning the seconds to wait before the next
+        attempt or raising ``RetriesExhausted``, and ``wait(seconds,
+        stop_event)`` returning True when a stop interrupted the wait.
+        """
+
+
+class IUnitOfWork(Interface):
+    """The footing of background work: database, site and principal by
+    reference, entered in the runner's thread.
+
+    Holds nothing but picklable references, so it may cross threads (and
+    later processes).  Entering it never leaks: the connection is closed,
+    the site, interaction and transaction are reset when the block ends,
+    however it ends.
+    """
+
+    db = Attribute('The ZODB database connections are opened from.')
+    site_oid = Attribute('OID of the local site to set, or None.')
+    principal_id = Attribute(
+        'Id of the principal the work runs as, or None for system work '
+        '(an interaction with no participation).')
+    retry_policy = Attribute('The IRetryPolicy for transient errors.')
+
+    def entered(on_error=None):
+        """Context manager: open a connection, set the site, start an
+        interaction for the principal; yield an object with
+        ``connection``, ``site`` and ``principal``.
+
+        Raises SiteNotFound or NotASite when the site cannot be loaded,
+        PrincipalNotFound when the principal id is unknown to the site's
+        authentication.  ``on_error(exc)`` sees an exception leaving the
+        block while the connection is still open.
+        """
+
+    def attempt(fn, note=None, user=None, stop_event=None, on_retry=None):
+        """Inside ``entered()``: run ``fn()`` in a transaction with that
+        note and user, commit, return ``fn``'s result.
+
+        Transient errors (per the retry policy) abort and run ``fn`` again
+        after a backoff; ``on_retry(attempt_number, error, delay)`` is told
+        first.  Raises RetriesExhausted when the policy gives up,
+        Interrupted when ``stop_event`` is set during a backoff, and any
+        other error of ``fn`` or the commit after aborting.  A failed
+        attempt commits nothing.
+        """
+
+    def run(fn, note=None, stop_event=None, on_retry=None):
+        """``entered()`` and ``attempt()`` in one call."""
+
+
+class IWorkerStatus(Interface):
+    """An immutable snapshot of a worker, safe to read from any thread."""
+
+    name = Attribute('The thread name (from the worker description).')
+    state = Attribute(
+        "One of 'new', 'pending-commit', 'dropped', 'starting', "
+        "'waiting', 'working', 'retrying', 'stopping', 'stopped', "
+        "'crashed'.")
+    units_done = Attribute('Units that committed.')
+    units_failed = Attribute('Units that raised (and were aborted).')
+    conflicts_retried = Attribute('Retries after transient errors.')
+    last_error = Attribute("The last unit's error as text, or None.")
+    last_error_time = Attribute('When it happened (a datetime), or None.')
+    started = Attribute('When the thread started (a datetime), or None.')
+    last_run = Attribute('When the last unit ended (a datetime), or None.')
+
+
+class IBackgroundWorker(Interface):
+    """A thread that loops ``scheduleNextWork()`` / ``doWork()``, each unit
+    in the unit-of-work context of the site and user it was made for."""
+
+    site_db = Attribute('The database.')
+    site_oid = Attribute('The OID of the site.')
+    site_name = Attribute('The name of the site, for messages.')
+    user_name = Attribute('The principal id the work runs as, or None.')
+    status = Attribute('An IWorkerStatus snapshot, taken at each access.')
+    stopped = Attribute('True once a stop was asked for or the loop ended.')
+
+    def scheduleNextWork():
+        """Wait until there is work; return True to run a unit, False to
+        end the thread.  Use ``wait()`` to wait, so ``stop()`` wakes it.
+        An exception ends the thread (logged, state 'crashed')."""
+
+    def doWork():
+        """Do one unit of work; runs in its own retried transaction, with
+        the site set and an interaction for the user."""
+
+    def doCleanup():
+        """Runs after every ``doWork()``, also when it failed, in a
+        separate transaction with the site set."""
+
+    def runOnce():
+        """One iteration of the loop in the calling thread: schedule, then
+        work and clean-up.  Returns False when ``scheduleNextWork()`` said
+        to end, True otherwise.  For tests."""
+
+    def wait(seconds):
+        """Wait up to ``seconds``; return True when the time passed, False
+        as soon as the worker is stopped."""
+
+    def start():
+        """Start the thread now.  AlreadyStarted when called twice."""
+
+    def startAfterCommit():
+        """Start the thread when the current transaction commits, never if
+        it aborts.  AlreadyStarted when the worker was started or
+        scheduled already."""
+
+    def stop(timeout=None):
+        """Ask the loop to end after the current unit, wake a waiting
+        worker, and join it for up to ``timeout`` seconds (not when called
+        from the worker itself).  Returns True when the thread is no longer
+        alive.  Harmless on a worker that never started or already
+        ended."""

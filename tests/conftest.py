@@ -1,0 +1,72 @@
+"""Fixtures: real databases, a real ZEO server, and a check that every test
+leaves its thread clean and its workers stopped."""
+import pytest
+import transaction
+from ZODB import DB
+from ZODB.FileStorage import FileStorage
+from ZODB.MappingStorage import MappingStorage
+from zope.component import hooks
+from zope.security.management import endInteraction
+from zope.security.management import queryInteraction
+
+from cipher.background.thread import stop_all
+from helpers import TIMEOUT
+from helpers import ZEOServer
+
+
+
+@pytest.fixture(autouse=True)
+def clean_thread_state():
+    """Fail a test that leaves a site, an interaction or a live worker."""
+    yield
+    leftovers = []
+    if hooks.getSite() is not None:
+        leftovers.append('a local site')
+        hooks.setSite(None)
+    if queryInteraction() is not None:
+        leftovers.append('an interaction')
+        endInteraction()
+    transaction.abort()
+    still_alive = stop_all(timeout=TIMEOUT)
+    assert not still_alive, 'workers did not stop: %r' % still_alive
+    assert not leftovers, 'the test left %s behind' % ' and '.join(leftovers)
+
+
+@pytest.fixture
+def mapping_db():
+    db = DB(MappingStorage())
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def file_db(tmp_path):
+    db = DB(FileStorage(str(tmp_path / 'Data.fs')))
+    yield db
+    db.close()
+
+
+@pytest.fixture(params=['mapping', 'file'])
+def any_db(request, tmp_path):
+    """Each test using it runs on MappingStorage and on FileStorage."""
+    if request.param == 'mapping':
+        db = DB(MappingStorage())
+    else:
+        db = DB(FileStorage(str(tmp_path / 'Data.fs')))
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def zeo_server(tmp_path):
+    server = ZEOServer(tmp_path / 'zeo.fs')
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def zeo_db(zeo_server):
+    db = zeo_server.db()
+    yield db
+    db.close()

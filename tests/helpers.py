@@ -1,0 +1,92 @@
+"""Helpers shared by the tests: real databases, a ZEO server process."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import transaction
+
+from cipher.background import demo
+
+#: Generous limit for joins and waits: a loaded CI machine is slow, but a
+#: test that hangs must still end.
+TIMEOUT = 60
+
+
+def add_site(db, users=('editor', 'admin'), name='site'):
+    """Commit a demo site (publisher, authentication, a draft 'doc') into
+    ``db``; return its OID."""
+    conn = db.open()
+    try:
+        site = demo.make_site(conn.root(), name, users=users)
+        transaction.commit()
+        return site._p_oid
+    finally:
+        transaction.abort()
+        conn.close()
+
+
+def read(db, fn):
+    """Call ``fn(root)`` in a fresh connection and return its result."""
+    conn = db.open()
+    try:
+        return fn(conn.root())
+    finally:
+        transaction.abort()
+        conn.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class ZEOServer:
+    """A ZEO server in a subprocess on 127.0.0.1, on a FileStorage."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.port = free_port()
+        self.address = ('127.0.0.1', self.port)
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'ZEO.runzeo',
+             '-a', '127.0.0.1:%d' % self.port, '-f', self.path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                socket.create_connection(self.address, timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError('the ZEO server exited with %s'
+                                       % self.process.returncode)
+                if time.monotonic() > deadline:
+                    raise RuntimeError('the ZEO server did not listen')
+                time.sleep(0.05)  # polling a port, not waiting for a thread
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(TIMEOUT)
+        self.process = None
+
+    def db(self, **kwargs):
+        import ZEO
+        return ZEO.DB(self.address, wait_timeout=TIMEOUT, **kwargs)
+
+
+def subprocess_env():
+    """The environment for child Pythons: this package importable."""
+    env = dict(os.environ)
+    src = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), 'src')
+    env['PYTHONPATH'] = os.pathsep.join(
+        [src, os.path.dirname(os.path.abspath(__file__))]
+        + [p for p in [env.get('PYTHONPATH')] if p])
+    return env
