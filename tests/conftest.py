@@ -70,3 +70,13 @@ def zeo_db(zeo_server):
     db = zeo_server.db()
     yield db
     db.close()
+
+
+@pytest.fixture(autouse=True, scope='session')
+def shutdown_default_scheduler():
+    """The jobs' default pool is shared by the tests; end it at the end."""
+    yield
+    from cipher.background.jobs import set_scheduler
+    scheduler = set_scheduler(None)
+    if scheduler is not None:
+        scheduler.shutdown(wait=True)

@@ -5,7 +5,7 @@ import pytest
 from zope.component import hooks
 
 from cipher.background.errors import ConfigurationError
-from cipher.background.thread import PeriodicBackgroundWorkerThread
+from cipher.background.periodic import PeriodicBackgroundWorkerThread
 from helpers import TIMEOUT
 from helpers import add_site
 from helpers import read

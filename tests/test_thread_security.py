@@ -6,8 +6,6 @@ from persistent.mapping import PersistentMapping
 from zope.component import hooks
 from zope.security.checker import Checker
 from zope.security.checker import ProxyFactory
-from zope.security.interfaces import Unauthorized
-from zope.security.management import getSecurityPolicy
 from zope.security.management import queryInteraction
 from zope.security.management import setSecurityPolicy
 from zope.securitypolicy.principalpermission import (

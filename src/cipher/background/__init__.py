@@ -8,6 +8,28 @@ from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
 from cipher.background.contextmanagers import ZopeTransaction
 from cipher.background.errors import AlreadyStarted
+from cipher.background.errors import JobCancelled
+from cipher.background.errors import NotInJob
+from cipher.background.errors import ObjectNotStored
+from cipher.background.errors import SchedulerShutDown
+from cipher.background.errors import WaitTimeout
+from cipher.background.jobs import cancel
+from cipher.background.jobs import check_cancelled
+from cipher.background.jobs import current_job
+from cipher.background.jobs import get_job_store
+from cipher.background.jobs import get_progress
+from cipher.background.jobs import get_scheduler
+from cipher.background.jobs import get_status
+from cipher.background.jobs import perform
+from cipher.background.jobs import set_job_store
+from cipher.background.jobs import set_progress
+from cipher.background.jobs import set_scheduler
+from cipher.background.jobs import submit
+from cipher.background.jobs import wait
+from cipher.background.jobs import wait_for
+from cipher.background.jobstore import JobStatus
+from cipher.background.jobstore import MemoryJobStore
+from cipher.background.periodic import PeriodicBackgroundWorkerThread
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
@@ -16,8 +38,12 @@ from cipher.background.errors import PrincipalNotFound
 from cipher.background.errors import RetriesExhausted
 from cipher.background.errors import SiteNotFound
 from cipher.background.retry import RetryPolicy
+from cipher.background.scheduler import BackgroundScheduler
+from cipher.background.scheduler import BlockingScheduler
+from cipher.background.scheduler import ImmediateScheduler
+from cipher.background.scheduler import Task
+from cipher.background.scheduler import task
 from cipher.background.thread import BackgroundWorkerThread
-from cipher.background.thread import PeriodicBackgroundWorkerThread
 from cipher.background.thread import WorkerStatus
 from cipher.background.thread import stop_all
 from cipher.background.thread import workers
@@ -30,6 +56,29 @@ __all__ = [
     'WorkerStatus',
     'workers',
     'stop_all',
+    # one-shot jobs
+    'perform',
+    'submit',
+    'get_status',
+    'get_progress',
+    'wait',
+    'cancel',
+    'set_progress',
+    'check_cancelled',
+    'current_job',
+    'wait_for',
+    'JobStatus',
+    'MemoryJobStore',
+    'get_job_store',
+    'set_job_store',
+    'get_scheduler',
+    'set_scheduler',
+    # thread-pool schedulers
+    'BackgroundScheduler',
+    'BlockingScheduler',
+    'ImmediateScheduler',
+    'Task',
+    'task',
     # the unit of work and its parts
     'UnitOfWork',
     'RetryPolicy',
@@ -42,6 +91,11 @@ __all__ = [
     'ConfigurationError',
     'AlreadyStarted',
     'Interrupted',
+    'JobCancelled',
+    'NotInJob',
+    'ObjectNotStored',
+    'SchedulerShutDown',
+    'WaitTimeout',
     'NotASite',
     'PrincipalNotFound',
     'RetriesExhausted',

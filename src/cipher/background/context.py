@@ -16,11 +16,14 @@ import transaction
 from ZODB.POSException import POSKeyError
 from zope.authentication.interfaces import IAuthentication
 from zope.authentication.interfaces import PrincipalLookupError
+from zope.component import hooks
 from zope.component import queryUtility
 from zope.component.interfaces import ISite
 from zope.interface import implementer
 from zope.security.interfaces import IParticipation
+from zope.security.management import endInteraction
 from zope.security.management import queryInteraction
+from zope.security.management import thread_local as _security_local
 
 from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
@@ -248,3 +251,32 @@ class UnitOfWork:
             return self.attempt(fn, note=note, stop_event=stop_event,
                                 on_retry=on_retry)
 
+
+
+@contextlib.contextmanager
+def isolated():
+    """Run the block with no site, no interaction and a transaction manager
+    of its own; give the thread back its own afterwards.
+
+    For work run in a thread that is busy with something else, such as a
+    job run immediately from the after-commit hook of the caller's
+    transaction.
+    """
+    old_site = hooks.getSite()
+    old_interaction = queryInteraction()
+    hooks.setSite(None)
+    if old_interaction is not None:
+        endInteraction()
+    thread_manager = transaction.manager
+    old_manager = thread_manager.manager
+    thread_manager.manager = transaction.TransactionManager()
+    try:
+        yield
+    finally:
+        thread_manager.manager.abort()
+        thread_manager.manager = old_manager
+        if old_interaction is not None:
+            # Not restoreInteraction(): the block's own interactions have
+            # overwritten the "previous interaction" it would restore.
+            _security_local.interaction = old_interaction
+        hooks.setSite(old_site)

@@ -158,3 +158,86 @@ class IBackgroundWorker(Interface):
         from the worker itself).  Returns True when the thread is no longer
         alive.  Harmless on a worker that never started or already
         ended."""
+
+
+class IJobStatus(Interface):
+    """An immutable snapshot of one job, safe to read from any thread."""
+
+    id = Attribute('The job id: unguessable, never reused.')
+    state = Attribute(
+        "One of 'pending-commit', 'queued', 'running', 'retrying', "
+        "'succeeded', 'failed', 'cancelled', 'dropped', or 'unknown' for "
+        "an id the store does not know (any more).")
+    name = Attribute("The callable's dotted name.")
+    progress = Attribute('The value of the last set_progress(), or None.')
+    progress_data = Attribute('The data of the last set_progress().')
+    output = Attribute('What the job printed and logged (the last part).')
+    result = Attribute(
+        "The callable's return value once succeeded (a persistent object "
+        'is given as its OID).')
+    error = Attribute("'ExceptionClass: message' once failed, or None.")
+    traceback = Attribute('The formatted traceback once failed, or None.')
+    attempts = Attribute('Attempts made (more than 1 after conflicts).')
+    cancel_requested = Attribute('True once cancel() reached a running job.')
+    created = Attribute('When perform() was called (UTC datetime).')
+    started = Attribute('When the job started running, or None.')
+    finished = Attribute('When the job reached a final state, or None.')
+    done = Attribute('True in a final state, and for unknown ids.')
+
+
+class IJobStore(Interface):
+    """Where job status lives, outside the ZODB transaction.
+
+    Safe to use from many threads.  Never raises KeyError for an unknown
+    id: reads answer a status whose state is 'unknown', writes are
+    ignored.  Finished jobs are forgotten after a while, so the store
+    does not grow without bound.
+    """
+
+    def add(job_id, name, state):
+        """Remember a new job in ``state``."""
+
+    def get(job_id):
+        """The IJobStatus of the job (state 'unknown' if not known)."""
+
+    def update(job_id, expect=None, **fields):
+        """Change the job's fields atomically; return True if done.
+
+        Nothing changes (and False is returned) for an unknown or
+        finished job, or when ``expect`` (a collection of states) does not
+        hold the job's current state.  Entering a final state sets
+        ``finished`` and wakes waiters.
+        """
+
+    def write(job_id, text):
+        """Append ``text`` to the job's output, keeping the last part."""
+
+    def wait(job_id, timeout=None):
+        """Block until the job is finished; return its final status.
+
+        Raises WaitTimeout when ``timeout`` seconds pass first.
+        """
+
+    def prune():
+        """Forget finished jobs beyond the store's age and count limits."""
+
+
+class IScheduler(Interface):
+    """Runs callables in the background and tracks them by task id."""
+
+    stopped = Attribute('True once shutdown() was called.')
+    latest_id = Attribute('The id of the task started last, or None.')
+    task = Attribute('Mapping task id -> Task(fn, args, kwargs), holding '
+                     'the unfinished tasks and the last finished ones.')
+    future = Attribute('Mapping task id -> concurrent.futures.Future.')
+
+    def start(fn, args=(), kwargs=None):
+        """Run ``fn(*args, **kwargs)``; return a new task id.
+
+        TypeError for a non-callable, SchedulerShutDown after shutdown()
+        (and nothing is started).
+        """
+
+    def shutdown(wait=True):
+        """Accept no more tasks; with ``wait``, wait for the started ones.
+        Harmless when called again."""

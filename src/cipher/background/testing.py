@@ -1,6 +1,10 @@
 """Helpers for the tests of applications that use cipher.background."""
+import contextlib
 import io
 import logging
+
+from cipher.background.jobs import set_scheduler
+from cipher.background.scheduler import ImmediateScheduler
 
 
 def setUpLogging(logger, level=logging.DEBUG):
@@ -32,3 +36,16 @@ def tearDownLogging(logger):
             logger.propagate = handler._old_propagate_
             logger.setLevel(handler._old_level_)
             break
+
+
+@contextlib.contextmanager
+def immediate():
+    """Run jobs synchronously in the block: each job runs in the calling
+    thread when the caller's transaction commits (at once for
+    ``after_commit=False``), so a test can check its outcome right after
+    ``transaction.commit()`` with no waiting."""
+    previous = set_scheduler(ImmediateScheduler())
+    try:
+        yield
+    finally:
+        set_scheduler(previous)
