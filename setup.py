@@ -15,8 +15,9 @@ TESTS_REQUIRE = [
     'pytest-timeout',
     'hypothesis',
     'zope.securitypolicy',
-    'zope.principalregistry',
+    'zope.configuration',
     'zc.buildout',
+    'zc.recipe.egg',
 ]
 
 setup(
@@ -34,12 +35,11 @@ setup(
         'Framework :: ZODB',
         'Framework :: Zope :: 5',
         'Intended Audience :: Developers',
-        'License :: OSI Approved :: Zope Public License',
         'Programming Language :: Python :: 3',
         'Programming Language :: Python :: 3 :: Only',
         'Topic :: Software Development :: Libraries :: Python Modules',
     ],
-    license='ZPL 2.1',
+    license='ZPL-2.1',
     package_dir={'': 'src'},
     packages=find_namespace_packages('src', include=['cipher.*']),
     include_package_data=True,
@@ -58,6 +58,9 @@ setup(
         'zope.site',
         'zope.security',
         'zope.authentication',
+        'zope.container',
+        'zope.processlifetime',
+        'zodburi',
     ],
     extras_require={
         'test': TESTS_REQUIRE,

@@ -4,9 +4,12 @@ the README.
 A site (a folder with a local site manager) holds documents and two local
 utilities: an authentication utility that knows the site's users, and a
 publisher that moves a document from DRAFT to PUBLISHED and records who
-did it.  :class:`PublishWorker` publishes documents in the background as
-the user who asked for it.
+did it.  :func:`publish_job` (a one-shot job) and :class:`PublishWorker`
+(a worker thread) publish documents in the background as the user who
+asked for it.
 """
+import time
+
 import transaction
 from persistent import Persistent
 from persistent.list import PersistentList
@@ -28,6 +31,8 @@ from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
 from cipher.background.contextmanagers import ZopeTransaction
+from cipher.background.jobs import perform
+from cipher.background.jobs import set_progress
 from cipher.background.thread import BackgroundWorkerThread
 
 DRAFT = 'DRAFT'
@@ -139,11 +144,26 @@ class PublishWorker(BackgroundWorkerThread):
 
 
 
-def simulated_request(db, user_id, site_name='site'):
+
+#: The steps of the demo's publication job, with their share of the work.
+PUBLICATION_STEPS = [('checking links', 25), ('rendering', 50),
+                     ('indexing', 75), ('publishing', 100)]
+
+
+def publish_job(document, step_seconds=0.25):
+    """A one-shot job: publish ``document`` in a few visible steps."""
+    for step, percent in PUBLICATION_STEPS:
+        set_progress(percent, step)
+        time.sleep(step_seconds)  # stands in for real work
+    getUtility(IPublisher).publish(document)
+    return document.state
+
+
+def simulated_request(db, user_id, site_name='site', step_seconds=0.25):
     """Act like a view: as ``user_id`` on the site, add a draft document
-    and start a PublishWorker for it when the transaction commits.
-    Creates the site first if the database has none.  Returns the worker
-    and the document's name."""
+    and perform the publication job for it after the commit.  Creates the
+    site first if the database has none.  Returns the job id and the
+    document's name."""
     with ZodbConnection(db) as conn:
         root = conn.root()
         if site_name not in root:
@@ -157,6 +177,6 @@ def simulated_request(db, user_id, site_name='site'):
                     number = len(site)
                     name = 'doc-%d' % number
                     site[name] = Document('Report %d' % number)
-                    worker = PublishWorker.forSite(site, names=[name])
-                    worker.startAfterCommit()
-    return worker, name
+                    job_id = perform(publish_job, site[name],
+                                     step_seconds=step_seconds)
+    return job_id, name

@@ -241,3 +241,16 @@ class IScheduler(Interface):
     def shutdown(wait=True):
         """Accept no more tasks; with ``wait``, wait for the started ones.
         Harmless when called again."""
+
+
+class IWorkerFactory(Interface):
+    """Declares background workers an application wants running.
+
+    Register one as a named utility; when Zope opens the database
+    (``zope.processlifetime.IDatabaseOpenedWithRoot``), the start-up
+    subscriber calls every one and starts the workers it returns.
+    """
+
+    def __call__(db):
+        """Return the (unstarted) workers to run on ``db``: one worker or
+        an iterable of workers."""

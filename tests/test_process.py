@@ -1,0 +1,184 @@
+"""Named background processes: really started, signalled and killed."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from cipher.background import process
+from cipher.background.errors import ConfigurationError
+from helpers import TIMEOUT
+from helpers import subprocess_env
+
+
+@pytest.fixture
+def rundir(tmp_path):
+    path = str(tmp_path / 'run')
+    yield path
+    for name in process.names(path):
+        process.kill(name, signal.SIGKILL, rundir=path)
+
+
+def eventually(predicate):
+    """Poll ``predicate`` (a process outside our control) until true."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.01)
+    return True
+
+
+def proc_stat(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        return f.read().rsplit(')', 1)[1].split()
+
+
+def test_start_runs_a_detached_daemon_and_refuses_a_second(rundir):
+    assert process.run_in_background('sleeper', ['sleep', '300'],
+                                     rundir=rundir) == 0
+    status = process.status('sleeper', rundir=rundir)
+    assert status.running and status.command == ('sleep', '300')
+    assert process.is_running('sleeper', rundir=rundir)
+    fields = proc_stat(status.pid)
+    assert int(fields[3]) != os.getsid(0)  # its own session
+    assert int(fields[4]) == 0  # no controlling terminal
+    assert process.run_in_background('sleeper', ['sleep', '300'],
+                                     rundir=rundir) is None
+    assert stat.S_IMODE(os.stat(rundir).st_mode) == 0o700
+
+
+def test_kill_reaches_the_whole_group_and_cleans_up(rundir, tmp_path):
+    grandchild_file = tmp_path / 'grandchild'
+    script = ('import subprocess, time; '
+              'p = subprocess.Popen(["sleep", "300"]); '
+              'open(%r, "w").write(str(p.pid)); time.sleep(300)'
+              % str(grandchild_file))
+    process.run_in_background('family', [sys.executable, '-c', script],
+                              rundir=rundir)
+    eventually(lambda: grandchild_file.exists()
+               and grandchild_file.read_text())
+    grandchild = int(grandchild_file.read_text())
+    record = process.status('family', rundir=rundir)
+    assert process.kill('family', rundir=rundir) is True
+    assert not process.is_running('family', rundir=rundir)
+    assert not os.path.exists(os.path.join(rundir, 'family.pid'))
+    eventually(lambda: not _alive(grandchild))
+    assert process.status('family', rundir=rundir).returncode == \
+        -signal.SIGTERM
+    assert not _alive(record.pid)
+    assert process.kill('family', rundir=rundir) is False  # not running
+
+
+def _alive(pid):
+    try:
+        return proc_stat(pid)[0] not in ('Z', 'X')
+    except FileNotFoundError:
+        return False
+
+
+def test_output_goes_to_the_log_and_the_exit_status_is_kept(rundir):
+    process.run_in_background(
+        'talker', ['sh', '-c', 'echo hello from the daemon; exit 3'],
+        rundir=rundir)
+    eventually(lambda: process.status('talker', rundir=rundir).returncode
+               is not None)
+    status = process.status('talker', rundir=rundir)
+    assert (status.running, status.returncode) == (False, 3)
+    with open(status.log) as f:
+        assert f.read() == 'hello from the daemon\n'
+
+
+def test_a_reused_pid_never_reads_as_running(rundir):
+    other = subprocess.Popen(['sleep', '300'])
+    try:
+        os.makedirs(rundir, mode=0o700)
+        # A pid file whose pid now belongs to an unrelated process.
+        with open(os.path.join(rundir, 'ghost.pid'), 'w') as f:
+            f.write('{"pid": %d, "pgid": %d, "start_time": "1", '
+                    '"command": ["old"]}' % (other.pid, other.pid))
+        assert not process.is_running('ghost', rundir=rundir)
+        assert process.kill('ghost', rundir=rundir) is False
+        assert other.poll() is None  # the unrelated process was spared
+        assert process.run_in_background('ghost', ['sleep', '300'],
+                                         rundir=rundir) == 0
+        assert process.status('ghost', rundir=rundir).pid != other.pid
+    finally:
+        other.kill()
+        other.wait()
+
+
+RACER = '''
+import sys
+from cipher.background.process import run_in_background
+print(run_in_background('racer', ['sleep', '300'], rundir=sys.argv[1]))
+'''
+
+
+def test_racing_callers_start_one_process(rundir):
+    racers = [subprocess.Popen([sys.executable, '-c', RACER, rundir],
+                               stdout=subprocess.PIPE, text=True,
+                               env=subprocess_env())
+              for _ in range(4)]
+    answers = sorted(r.communicate(timeout=TIMEOUT)[0].strip()
+                     for r in racers)
+    assert answers == ['0', 'None', 'None', 'None']
+    # And threads of one process race the same way.
+    process.kill('racer', rundir=rundir)
+    barrier = threading.Barrier(4)
+    results = []
+
+    def race():
+        barrier.wait(TIMEOUT)
+        results.append(process.run_in_background(
+            'racer', ['sleep', '300'], rundir=rundir))
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert sorted(results, key=str) == [0, None, None, None]
+
+
+def test_rundir_from_the_environment_and_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv('CIPHER_BACKGROUND_RUNDIR', str(tmp_path / 'env'))
+    assert process.default_rundir() == str(tmp_path / 'env')
+    monkeypatch.delenv('CIPHER_BACKGROUND_RUNDIR')
+    monkeypatch.setenv('XDG_RUNTIME_DIR', str(tmp_path))
+    assert process.default_rundir() == str(tmp_path / 'cipher.background')
+    monkeypatch.delenv('XDG_RUNTIME_DIR')
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    assert process.default_rundir() == str(
+        tmp_path / 'home' / '.cache' / 'cipher.background')
+
+
+def test_refresh_if_stale_starts_only_for_stale_data(rundir, tmp_path):
+    cache = tmp_path / 'cache.json'
+    command = ['sh', '-c', 'echo fresh > %s' % cache]
+    assert process.refresh_if_stale('refresh', command, str(cache), 60,
+                                     rundir=rundir) is True
+    eventually(lambda: cache.exists() and cache.read_text() == 'fresh\n')
+    eventually(lambda: not process.is_running('refresh', rundir=rundir))
+    assert process.refresh_if_stale('refresh', command, str(cache), 60,
+                                    rundir=rundir) is False
+
+
+@pytest.mark.parametrize('name, args, message', [
+    ('', ['sleep', '1'], 'not usable as a file name'),
+    ('a/b', ['sleep', '1'], 'not usable as a file name'),
+    ('..', ['sleep', '1'], 'not usable as a file name'),
+    ('has space', ['sleep', '1'], 'not usable as a file name'),
+    (None, ['sleep', '1'], 'not usable as a file name'),
+    ('ok', [], 'non-empty list of strings'),
+    ('ok', 'sleep 1', 'non-empty list of strings'),
+    ('ok', ['sleep', 1], 'non-empty list of strings'),
+    ('ok', ['no-such-command-here'], 'was not found'),
+    ('ok', ['/no/such/path/cmd'], 'was not found'),
+])
+def test_bad_input_raises_and_leaves_no_files(rundir, name, args, message):
+    with pytest.raises(ConfigurationError, match=message):
+        process.run_in_background(name, args, rundir=rundir)
+    assert not os.path.exists(rundir)

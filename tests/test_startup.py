@@ -1,0 +1,92 @@
+"""Zope start-up wiring: workers start when the database opens."""
+import threading
+
+import pytest
+import zope.component.testing
+from zope.component import hooks
+from zope.component import provideUtility
+from zope.configuration import xmlconfig
+from zope.event import notify
+from zope.processlifetime import DatabaseOpenedWithRoot
+
+import cipher.background
+from cipher.background import startup
+from cipher.background import workers
+from cipher.background.errors import ConfigurationError
+from cipher.background.interfaces import IWorkerFactory
+from cipher.background.periodic import PeriodicBackgroundWorkerThread
+from cipher.background.testing import setUpLogging
+from cipher.background.testing import tearDownLogging
+from helpers import TIMEOUT
+from helpers import add_site
+from helpers import read
+
+
+@pytest.fixture
+def zcml():
+    """The component registry with cipher.background's configure.zcml."""
+    zope.component.testing.setUp()
+    context = xmlconfig.file('meta.zcml', zope.component)
+    xmlconfig.file('configure.zcml', cipher.background, context=context)
+    yield
+    startup.stopWorkers()
+    zope.component.testing.tearDown()
+
+
+ticked = threading.Event()
+
+
+class Ticker(PeriodicBackgroundWorkerThread):
+    interval = 3600
+
+    def doWork(self):
+        root = hooks.getSite()._p_jar.root()
+        root['ticks'] = root.get('ticks', 0) + 1
+        ticked.set()
+
+
+def test_declared_workers_start_when_the_database_opens(zcml, file_db):
+    add_site(file_db)
+    ticked.clear()
+    provideUtility(startup.SiteWorkers(Ticker, '/site', 'editor', count=2),
+                   IWorkerFactory, name='ticker')
+    notify(DatabaseOpenedWithRoot(file_db))
+    started = startup.startedWorkers()
+    assert len(started) == 2
+    assert all(w in workers() for w in started)
+    assert {w.user_name for w in started} == {'editor'}
+    assert ticked.wait(TIMEOUT)
+    assert startup.stopWorkers(TIMEOUT) == []
+    assert not any(w.is_alive() for w in started)
+    assert read(file_db, lambda r: r['ticks']) == 2  # one tick each
+
+
+def test_a_broken_declaration_is_logged_and_the_others_start(zcml,
+                                                             file_db):
+    add_site(file_db)
+    ticked.clear()
+    provideUtility(startup.SiteWorkers(Ticker, '/missing'), IWorkerFactory,
+                   name='a-broken')
+    provideUtility(lambda db: Ticker.forSite(_site(db)), IWorkerFactory,
+                   name='b-single')
+    log = setUpLogging(startup.log)
+    try:
+        notify(DatabaseOpenedWithRoot(file_db))
+    finally:
+        tearDownLogging(startup.log)
+    assert "Could not start the background workers 'a-broken'" in \
+        log.getvalue()
+    assert "KeyError: 'missing'" in log.getvalue()
+    assert len(startup.startedWorkers()) == 1
+
+
+def _site(db):
+    conn = db.open()
+    site = conn.root()['site']
+    conn.close()
+    return site
+
+
+def test_site_workers_validate_their_count():
+    with pytest.raises(ConfigurationError, match='count must be'):
+        startup.SiteWorkers(Ticker, '/site', count=0)
