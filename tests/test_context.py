@@ -136,3 +136,13 @@ def test_unknown_principal_fails_the_unit(mapping_db):
 def test_no_authentication_means_no_participation(mapping_db):
     uow = UnitOfWork(mapping_db, None, 'anybody')
     assert uow.run(lambda: queryInteraction().participations) == []
+
+
+def test_a_unit_starts_fresh_discarding_what_the_thread_left_pending(
+        mapping_db):
+    conn = mapping_db.open()
+    conn.root()['pending'] = 1  # left uncommitted by the calling code
+    UnitOfWork(mapping_db).run(
+        lambda: transaction.get().note('the unit'), note='unit')
+    conn.close()
+    assert read(mapping_db, lambda r: 'pending' in r) is False

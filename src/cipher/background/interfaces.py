@@ -19,7 +19,7 @@ class IRetryPolicy(Interface):
     attempts = Attribute(
         'Attempts in all, the first included, for conflicts (>= 1).')
     time_budget = Attribute(
-        'Seconds after the first attempt started after which no conflict '
+        'Seconds after the first failed attempt after which no conflict '
         'retry starts.')
 
     def isTransient(error, transaction_manager=None):
@@ -40,7 +40,7 @@ class IRetryPolicy(Interface):
         """
 
     def begin():
-        """Start the bookkeeping of one unit.
+        """Start the bookkeeping of one unit, at its first failure.
 
         The result has ``number`` (the attempt running now, from 1),
         ``conflicts`` and ``disconnects`` (retries so far),
@@ -68,9 +68,9 @@ class IUnitOfWork(Interface):
     retry_policy = Attribute('The IRetryPolicy for transient errors.')
 
     def entered(on_error=None):
-        """Context manager: open a connection, set the site, start an
-        interaction for the principal; yield an object with
-        ``connection``, ``site`` and ``principal``.
+        """Context manager: begin a fresh transaction, open a connection,
+        set the site, start an interaction for the principal; yield an
+        object with ``connection``, ``site`` and ``principal``.
 
         Raises SiteNotFound or NotASite when the site cannot be loaded,
         PrincipalNotFound when the principal id is unknown to the site's
@@ -81,6 +81,11 @@ class IUnitOfWork(Interface):
     def attempt(fn, note=None, user=None, stop_event=None, on_retry=None):
         """Inside ``entered()``: run ``fn()`` in a transaction with that
         note and user, commit, return ``fn``'s result.
+
+        The first try runs in the thread's current transaction, which
+        ``entered()`` began fresh (aborting anything pending) and which an
+        earlier attempt's commit or abort ended; each retry begins a new
+        transaction, syncing the connection.
 
         Transient errors (per the retry policy) abort and run ``fn`` again
         after a backoff; ``on_retry(attempt_number, error, delay)`` is told

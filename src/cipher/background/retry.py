@@ -52,7 +52,7 @@ class RetryPolicy:
     #: Backoff base and cap for conflicts, in seconds.
     base_delay = 0.005
     max_delay = 1.0
-    #: Seconds after the first attempt started after which no retry starts.
+    #: Seconds after the first failure after which no retry starts.
     time_budget = 60.0
     #: Backoff base and cap while the storage server is unreachable.
     disconnect_base_delay = 0.25

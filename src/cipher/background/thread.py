@@ -87,7 +87,17 @@ def _register_exit_hook():
 
 
 def _now():
-    return datetime.datetime.now(datetime.timezone.utc)
+    # A float here, a datetime in the snapshot: cheaper on every unit.
+    return time.time()
+
+
+_TIMES = ('last_error_time', 'started', 'last_run')
+
+
+def _datetime(timestamp):
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
 
 
 @implementer(IWorkerStatus)
@@ -147,11 +157,15 @@ class BackgroundWorkerThread(threading.Thread):
             site_db, site_oid, user_name, retry_policy=self.retry_policy,
             getSite=self.getSite, getPrincipal=self.getPrincipal)
         super().__init__(name=self._expand(self.description), daemon=daemon)
+        self._note_cache = (None, None)
         self._stop_event = threading.Event()
         self._start_lock = threading.Lock()
         self._start_claimed = False
         self._status_lock = threading.Lock()
-        self._status = WorkerStatus(name=self.name)
+        # The fields of WorkerStatus, changed in place under the lock (a
+        # new snapshot per change would cost more than the unit's commit
+        # on a fast storage); `status` copies them out.
+        self._status = dataclasses.asdict(WorkerStatus(name=self.name))
 
     @classmethod
     def forSite(cls, site, user_name=None, daemon=True, **kwargs):
@@ -176,7 +190,12 @@ class BackgroundWorkerThread(threading.Thread):
     def getTransactionNote(self):
         """The note of each unit's transaction (shown by undo logs and
         tools such as zodbbrowser)."""
-        return self._expand(self.work_transaction_note, thread_name=self.name)
+        # Expanded once per (template, thread name), not once per unit.
+        key = (self.work_transaction_note, self.name)
+        if self._note_cache[0] != key:
+            self._note_cache = (key, self._expand(
+                self.work_transaction_note, thread_name=self.name))
+        return self._note_cache[1]
 
     def getCleanupNote(self):
         """The note of each clean-up transaction."""
@@ -218,16 +237,19 @@ class BackgroundWorkerThread(threading.Thread):
     def status(self):
         """A WorkerStatus snapshot."""
         with self._status_lock:
-            return self._status
+            fields = dict(self._status)
+        for name in _TIMES:
+            fields[name] = _datetime(fields[name])
+        return WorkerStatus(**fields)
 
     def _update(self, **changes):
         with self._status_lock:
-            self._status = dataclasses.replace(self._status, **changes)
+            self._status.update(changes)
 
     def _count(self, field, **changes):
         with self._status_lock:
-            changes[field] = getattr(self._status, field) + 1
-            self._status = dataclasses.replace(self._status, **changes)
+            self._status[field] += 1
+            self._status.update(changes)
 
     # -- starting and stopping --
 
@@ -292,7 +314,7 @@ class BackgroundWorkerThread(threading.Thread):
             self._afterAbort()
 
     def _afterAbort(self):
-        if self.status.state == 'pending-commit':
+        if self._status['state'] == 'pending-commit':
             self._stop_event.set()
             self._update(state='dropped')
 
@@ -336,7 +358,8 @@ class BackgroundWorkerThread(threading.Thread):
         return True
 
     def _work(self):
-        self._update(state='working')
+        if self._status['state'] != 'working':  # once per unit, not per try
+            self._update(state='working')
         self.doWork()
 
     def _runUnit(self):
@@ -349,9 +372,11 @@ class BackgroundWorkerThread(threading.Thread):
                                 stop_event=self._stop_event,
                                 on_retry=self._onRetry)
                 finally:
-                    uow.attempt(self.doCleanup, note=self.getCleanupNote(),
-                                stop_event=self._stop_event,
-                                on_retry=self._onRetry)
+                    if self._hasCleanup():
+                        uow.attempt(self.doCleanup,
+                                    note=self.getCleanupNote(),
+                                    stop_event=self._stop_event,
+                                    on_retry=self._onRetry)
         except Interrupted:
             return False
         except (SiteNotFound, NotASite) as exc:
@@ -362,6 +387,11 @@ class BackgroundWorkerThread(threading.Thread):
             return True
         self._count('units_done', last_run=_now())
         return True
+
+    def _hasCleanup(self):
+        # The default doCleanup does nothing: an empty transaction for it
+        # would write nothing and cost a begin and a commit per unit.
+        return type(self).doCleanup is not BackgroundWorkerThread.doCleanup
 
     def _onRetry(self, attempt_number, error, delay):
         self._count('conflicts_retried', state='retrying')

@@ -1,0 +1,139 @@
+"""Shared by the benchmark scripts: storages, timing, and reporting.
+
+Every script measures cipher.background and its baseline in the same run,
+repeats each measurement, and reports medians with min and max, the ratio,
+and a JSON line (starting with '{') for machines.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import transaction
+from persistent import Persistent
+from ZODB import DB
+from ZODB.FileStorage import FileStorage
+from ZODB.MappingStorage import MappingStorage
+
+from cipher.background import demo
+
+
+class Counter(Persistent):
+    """The object units change."""
+
+    value = 0
+
+
+def options(description):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer units and repetitions')
+    return parser.parse_args()
+
+
+def open_db(kind, folder):
+    """A fresh database: 'mapping' or 'file' (in ``folder``)."""
+    if kind == 'mapping':
+        return DB(MappingStorage())
+    path = os.path.join(folder, 'Data-%s.fs' % time.monotonic_ns())
+    return DB(FileStorage(path))
+
+
+def prepare(db, counters=1):
+    """Add the demo site and ``counters`` counters; return the site OID."""
+    conn = db.open()
+    root = conn.root()
+    site = demo.make_site(root, 'site')
+    for n in range(counters):
+        root['counter%d' % n] = Counter()
+    transaction.commit()
+    oid = site._p_oid
+    conn.close()
+    return oid
+
+
+def raw_units(db, units, counter='counter0'):
+    """The baseline: open a pooled connection, change one object, commit,
+    close; ``units`` times.  Returns units per second."""
+    started = time.perf_counter()
+    for _ in range(units):
+        conn = db.open()
+        conn.root()[counter].value += 1
+        transaction.commit()
+        conn.close()
+    return units / (time.perf_counter() - started)
+
+
+def summary(values):
+    return dict(median=statistics.median(values), min=min(values),
+                max=max(values), n=len(values))
+
+
+def report(workload, unit, project, baseline=None, higher_is_better=True,
+           target=None, **extra):
+    """Print a human line and a JSON line; return the ratio (or None)."""
+    p = summary(project)
+    line = '%-44s %10.1f %-8s (%.1f..%.1f)' % (
+        workload, p['median'], unit, p['min'], p['max'])
+    ratio = None
+    record = dict(workload=workload, unit=unit, project=p, extra=extra)
+    if baseline is not None:
+        b = summary(baseline)
+        ratio = (p['median'] / b['median'] if higher_is_better
+                 else b['median'] / p['median'])
+        line += '  baseline %10.1f (%.1f..%.1f)  ratio %.2fx' % (
+            b['median'], b['min'], b['max'], ratio)
+        record.update(baseline=b, ratio=round(ratio, 3))
+    if target is not None:
+        met = ratio >= target if ratio is not None else None
+        line += '  target >= %.2fx: %s' % (target, 'met' if met else 'MISSED')
+        record.update(target=target, met=met)
+    for key, value in extra.items():
+        line += '  %s=%s' % (key, value)
+    print(line, flush=True)
+    print(json.dumps(record), flush=True)
+    return ratio
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def temporary_folder():
+    return tempfile.TemporaryDirectory(prefix='cipher-bench-')
+
+
+class ZEOServer:
+    """A ZEO server subprocess on 127.0.0.1 with a FileStorage."""
+
+    def __init__(self, path):
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            self.port = s.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'ZEO.runzeo', '-a',
+             '127.0.0.1:%d' % self.port, '-f', path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', self.port), 1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError('ZEO server did not start')
+                time.sleep(0.05)
+
+    def db(self):
+        import ZEO
+        return ZEO.DB(('127.0.0.1', self.port), wait_timeout=60)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(60)
