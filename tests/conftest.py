@@ -8,6 +8,10 @@ from ZODB.MappingStorage import MappingStorage
 from zope.component import hooks
 from zope.security.management import endInteraction
 from zope.security.management import queryInteraction
+from zope.security.management import setSecurityPolicy
+from zope.securitypolicy.principalpermission import (
+    principalPermissionManager)
+from zope.securitypolicy.zopepolicy import ZopeSecurityPolicy
 
 from cipher.background.thread import stop_all
 from helpers import TIMEOUT
@@ -80,3 +84,14 @@ def shutdown_default_scheduler():
     scheduler = set_scheduler(None)
     if scheduler is not None:
         scheduler.shutdown(wait=True)
+
+
+@pytest.fixture
+def security_policy():
+    """zope.securitypolicy in force; 'admin' may publish, nobody else."""
+    old = setSecurityPolicy(ZopeSecurityPolicy)
+    principalPermissionManager.grantPermissionToPrincipal(
+        'demo.Publish', 'admin', check=False)
+    yield
+    principalPermissionManager._clear()
+    setSecurityPolicy(old)

@@ -78,7 +78,8 @@ class ZEOServer:
 
     def db(self, **kwargs):
         import ZEO
-        return ZEO.DB(self.address, wait_timeout=TIMEOUT, **kwargs)
+        kwargs.setdefault('wait_timeout', TIMEOUT)
+        return ZEO.DB(self.address, **kwargs)
 
 
 def subprocess_env():

@@ -7,10 +7,6 @@ from zope.component import hooks
 from zope.security.checker import Checker
 from zope.security.checker import ProxyFactory
 from zope.security.management import queryInteraction
-from zope.security.management import setSecurityPolicy
-from zope.securitypolicy.principalpermission import (
-    principalPermissionManager)
-from zope.securitypolicy.zopepolicy import ZopeSecurityPolicy
 from zope.site.folder import Folder
 from zope.site.site import LocalSiteManager
 
@@ -26,17 +22,6 @@ from cipher.background.thread import log as thread_log
 from helpers import TIMEOUT
 from helpers import add_site
 from helpers import read
-
-
-@pytest.fixture
-def security_policy():
-    """zope.securitypolicy in force; 'admin' may publish, nobody else."""
-    old = setSecurityPolicy(ZopeSecurityPolicy)
-    principalPermissionManager.grantPermissionToPrincipal(
-        'demo.Publish', 'admin', check=False)
-    yield
-    principalPermissionManager._clear()
-    setSecurityPolicy(old)
 
 
 class Publishing(BackgroundWorkerThread):

@@ -152,6 +152,12 @@ class UnitOfWork:
             raise ConfigurationError(
                 'expected a ZODB database (an object with open()), got %r; '
                 'pass connection.db() or the DB you opened' % (db,))
+        if retry_policy is not None and not all(
+                callable(getattr(retry_policy, name, None))
+                for name in ('isTransient', 'begin')):
+            raise ConfigurationError(
+                'retry_policy must be an IRetryPolicy (such as '
+                'RetryPolicy(attempts=10)), not %r' % (retry_policy,))
         self.db = db
         self.site_oid = site_oid
         self.principal_id = principal_id

@@ -157,6 +157,9 @@ class BackgroundWorkerThread(threading.Thread):
             site_db, site_oid, user_name, retry_policy=self.retry_policy,
             getSite=self.getSite, getPrincipal=self.getPrincipal)
         super().__init__(name=self._expand(self.description), daemon=daemon)
+        for template in (self.work_transaction_note,
+                         self.cleanup_transaction_note):  # fail here, not
+            self._expand(template, thread_name=self.name)  # in the thread
         self._note_cache = (None, None)
         self._stop_event = threading.Event()
         self._start_lock = threading.Lock()
@@ -183,9 +186,17 @@ class BackgroundWorkerThread(threading.Thread):
         return cls(db, oid, site_name, user_name, daemon=daemon, **kwargs)
 
     def _expand(self, template, **extra):
-        return template % dict(
-            class_name=type(self).__name__, site_name=self.site_name,
-            user_name=self.user_name, **extra)
+        try:
+            return template % dict(
+                class_name=type(self).__name__, site_name=self.site_name,
+                user_name=self.user_name, **extra)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                'cannot fill in the template %r of %s (%s: %s); write it '
+                'with %%(thread_name)s, %%(class_name)s, %%(site_name)s and '
+                '%%(user_name)s only, and %%%% for a percent sign' % (
+                    template, type(self).__name__, type(exc).__name__, exc)
+            ) from None
 
     def getTransactionNote(self):
         """The note of each unit's transaction (shown by undo logs and
