@@ -57,12 +57,16 @@ def prepare(db, counters=1):
     return oid
 
 
-def raw_units(db, units, counter='counter0'):
+def raw_units(db, units, counter='counter0', user=None, note=None):
     """The baseline: open a pooled connection, change one object, commit,
-    close; ``units`` times.  Returns units per second."""
+    close; ``units`` times.  Returns units per second.  With ``user`` and
+    ``note`` each transaction records them, as a worker's does."""
     started = time.perf_counter()
     for _ in range(units):
         conn = db.open()
+        if note is not None:
+            txn = transaction.get()
+            txn.user, txn.description = user or '', note
         conn.root()[counter].value += 1
         transaction.commit()
         conn.close()

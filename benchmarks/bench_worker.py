@@ -1,15 +1,20 @@
-"""Workload 1: the worker loop, one thread, against the raw unit loop.
+"""Workload 1: the worker loop, one thread, against the raw unit loop,
+with a breakdown of where a unit's extra time goes.
 Workload 6: stop() latency of an idle periodic worker (interval 1 hour).
 """
 import threading
 import time
 
+import transaction
 from _common import options, open_db, prepare, raw_units, report
 from _common import temporary_folder
 from zope.component import hooks
+from zope.security.management import endInteraction
+from zope.security.management import newInteraction
 
 from cipher.background import BackgroundWorkerThread
 from cipher.background import PeriodicBackgroundWorkerThread
+from cipher.background.context import load_site
 
 
 class Incrementer(BackgroundWorkerThread):
@@ -27,21 +32,98 @@ class Incrementer(BackgroundWorkerThread):
         hooks.getSite()._p_jar.root()['counter0'].value += 1
 
 
-def in_a_thread(fn, *args):
+def in_a_thread(fn, *args, **kwargs):
     """Run ``fn(*args)`` in a thread of its own, as a worker runs."""
     result = []
-    thread = threading.Thread(target=lambda: result.append(fn(*args)))
+    thread = threading.Thread(
+        target=lambda: result.append(fn(*args, **kwargs)))
     thread.start()
     thread.join()
     return result[0]
 
 
 def worker_units(db, site_oid, units):
-    worker = Incrementer(db, site_oid, 'site', None, units=units)
+    worker = Incrementer(db, site_oid, 'site', 'editor', units=units)
     started = time.perf_counter()
     worker.start()
     worker.join()
     return units / (time.perf_counter() - started)
+
+
+def _note_of(db, site_oid):
+    """The user and note a worker's transaction records."""
+    worker = Incrementer(db, site_oid, 'site', 'editor')
+    return '/ editor', worker.getTransactionNote()
+
+
+# -- where the time goes --
+
+def _steps(db, site_oid):
+    """Unit loops that add the worker's ingredients one at a time."""
+    user, note = _note_of(db, site_oid)
+
+    def raw():
+        conn = db.open()
+        conn.root()['counter0'].value += 1
+        transaction.commit()
+        conn.close()
+
+    def with_note():
+        conn = db.open()
+        txn = transaction.get()
+        txn.user, txn.description = user, note
+        conn.root()['counter0'].value += 1
+        transaction.commit()
+        conn.close()
+
+    def with_site():
+        conn = db.open()
+        txn = transaction.get()
+        txn.user, txn.description = user, note
+        hooks.setSite(load_site(conn, site_oid))
+        conn.root()['counter0'].value += 1
+        transaction.commit()
+        hooks.setSite(None)
+        conn.close()
+
+    def with_interaction():
+        conn = db.open()
+        txn = transaction.get()
+        txn.user, txn.description = user, note
+        hooks.setSite(load_site(conn, site_oid))
+        newInteraction()
+        conn.root()['counter0'].value += 1
+        transaction.commit()
+        endInteraction()
+        hooks.setSite(None)
+        conn.close()
+
+    worker = Incrementer(db, site_oid, 'site', 'editor', units=10 ** 9)
+    uow = worker.unit_of_work
+
+    def unit_of_work():
+        with uow.entered():
+            uow.attempt(worker.doWork, note=note)
+
+    return [('raw unit', raw), ('+ user and note', with_note),
+            ('+ site', with_site), ('+ interaction', with_interaction),
+            ('UnitOfWork.entered() + attempt()', unit_of_work),
+            ('worker unit (_runUnit)', worker._runUnit)]
+
+
+def breakdown(db, site_oid, units, reps):
+    """Microseconds per unit of each step, in the main thread."""
+    hooks.setHooks()
+    steps = _steps(db, site_oid)
+    times = {name: [] for name, _ in steps}
+    for _ in range(reps):
+        for name, step in steps:
+            started = time.perf_counter()
+            for _ in range(units):
+                step()
+            times[name].append(
+                (time.perf_counter() - started) / units * 1e6)
+    return times
 
 
 class Idle(PeriodicBackgroundWorkerThread):
@@ -76,18 +158,22 @@ def main():
                 units //= 5
             db = open_db(kind, folder)
             site_oid = prepare(db)
-            raw, raw_main, worker = [], [], []
+            user, note = _note_of(db, site_oid)
+            raw, raw_noted, worker = [], [], []
             for _ in range(reps):  # interleaved: all see the same machine
+                # The baselines run in a thread of their own, like the
+                # worker: the thread's cost is not the unit of work's.
                 raw.append(in_a_thread(raw_units, db, units))
-                raw_main.append(raw_units(db, units))
+                raw_noted.append(in_a_thread(raw_units, db, units,
+                                             user=user, note=note))
                 worker.append(worker_units(db, site_oid, units))
-            # The baseline runs in a thread of its own, like the worker: a
-            # loop in the main thread is a few per cent faster here, and
-            # that is the thread's cost, not the unit of work's.
             report('1. worker loop, 1 thread, %s' % kind, 'units/s',
                    worker, raw, target=target)
-            report('   (the same, raw loop in the main thread)', 'units/s',
-                   worker, raw_main)
+            report('   like for like: raw loop writing user+note',
+                   'units/s', worker, raw_noted)
+            for name, values in breakdown(db, site_oid, units,
+                                          reps).items():
+                report('   %s, %s' % (name, kind), 'us/unit', values)
             db.close()
         db = open_db('mapping', folder)
         site_oid = prepare(db)

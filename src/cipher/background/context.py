@@ -16,6 +16,7 @@ import transaction
 from ZODB.POSException import POSKeyError
 from zope.authentication.interfaces import IAuthentication
 from zope.authentication.interfaces import PrincipalLookupError
+from zope.component import getSiteManager
 from zope.component import hooks
 from zope.component import queryUtility
 from zope.component.interfaces import ISite
@@ -126,13 +127,68 @@ def _abort_pending(thread_manager):
         thread_manager.abort()
 
 
-class Scope:
-    """What user code finds in an entered unit of work."""
+def _ensure_hooks():
+    """Make component lookups consult the current site (what
+    ``hooks.setHooks()`` does; asked first because it is set once per
+    process and cleared only by test tear-downs)."""
+    if getSiteManager.implementation is not hooks.getSiteManager:
+        hooks.setHooks()
 
-    def __init__(self, connection, site, principal):
-        self.connection = connection
-        self.site = site
-        self.principal = principal
+
+class Scope:
+    """An entered unit of work: ``connection``, ``site`` and ``principal``
+    for the code inside the ``with`` block.
+
+    The context manager :meth:`UnitOfWork.entered` returns.  It does what
+    ZodbConnection, ZopeSite and ZopeInteraction do nested, written out
+    as one class: three nested generator context managers cost as much
+    per unit as the site and the interaction themselves.
+    """
+
+    connection = site = principal = None
+
+    def __init__(self, unit_of_work, on_error=None):
+        self._unit_of_work = unit_of_work
+        self._on_error = on_error
+        self._old_site = None
+
+    def __enter__(self):
+        uow = self._unit_of_work
+        _abort_pending(transaction.manager)
+        self.connection = uow.db.open()
+        try:
+            self.site = uow.getSite(self.connection)
+            _ensure_hooks()
+            self._old_site = hooks.getSite()
+            hooks.setSite(self.site)
+            try:
+                self.principal = uow._getPrincipal(uow.principal_id)
+                if self.principal is None:
+                    newInteraction()
+                else:
+                    newInteraction(Participation(self.principal))
+            except BaseException:
+                hooks.setSite(self._old_site)
+                raise
+        except BaseException as exc:
+            self._leave(exc)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            endInteraction()
+        finally:
+            hooks.setSite(self._old_site)
+            self._leave(exc)
+        return False
+
+    def _leave(self, exc):
+        try:
+            if self._on_error is not None and isinstance(exc, Exception):
+                self._on_error(exc)  # the connection is still open
+        finally:
+            self.connection.close()
 
 
 @implementer(IUnitOfWork)
@@ -193,43 +249,16 @@ class UnitOfWork:
             return None
         return load_site(connection, self.site_oid)
 
-    @contextlib.contextmanager
     def entered(self, on_error=None):
-        """Open a connection, set the site, start the interaction; yield a
-        :class:`Scope`.
+        """Open a connection, set the site, start the interaction: a
+        context manager whose value is the :class:`Scope`.
 
         ``on_error(exc)`` is called for an exception leaving the block
-        while the connection is still open (log it there: the traceback
-        may need the connection), before the exception propagates.
+        (or raised on the way in) while the connection is still open (log
+        it there: the traceback may need the connection), before the
+        exception propagates.
         """
-        # The same steps as ZodbConnection, ZopeSite and ZopeInteraction,
-        # written out: nesting the three generators costs as much as a
-        # commit on a fast storage.
-        _abort_pending(transaction.manager)
-        connection = self.db.open()
-        try:
-            site = self.getSite(connection)
-            hooks.setHooks()
-            old_site = hooks.getSite()
-            hooks.setSite(site)
-            try:
-                principal = self._getPrincipal(self.principal_id)
-                if principal is None:
-                    newInteraction()
-                else:
-                    newInteraction(Participation(principal))
-                try:
-                    yield Scope(connection, site, principal)
-                finally:
-                    endInteraction()
-            finally:
-                hooks.setSite(old_site)
-        except BaseException as exc:
-            if on_error is not None and isinstance(exc, Exception):
-                on_error(exc)
-            raise
-        finally:
-            connection.close()
+        return Scope(self, on_error)
 
     def attempt(self, fn, note=None, user=None, stop_event=None,
                 on_retry=None):
