@@ -6,6 +6,7 @@ transaction commits, and dropped if it aborts.  Its status (state,
 progress, output, result or error) lives in the job store, outside the
 ZODB, so reporting never makes the job's transaction conflict.
 """
+import contextlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from cipher.background.jobstore import MemoryJobStore
 from cipher.background.output import captured
 from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.scheduler import _check_callable
+from cipher.background.scheduler import _in_pool_thread
 from cipher.background.scheduler import new_id
 
 log = logging.getLogger(__name__)
@@ -230,10 +232,14 @@ def _fail(job, exc):
 def _run(job):
     """Run the job in this (pool) thread, inside its unit of work."""
     store = job.store
-    if not store.update(job.id, expect={states.QUEUED},
+    if not store.update(job.id, expect={states.QUEUED}, attempts=1,
                         state=states.RUNNING, started=states._now()):
         return  # cancelled while queued
-    with isolated(), captured(lambda text: store.write(job.id, text)):
+    # A pool thread runs nothing else; any other thread (the caller's, in
+    # immediate mode) gets its site, interaction and transaction back.
+    alone = _in_pool_thread()
+    with (contextlib.nullcontext() if alone else isolated()), \
+            captured(lambda text: store.write(job.id, text)):
         _local.job = job
         try:
             with job.uow.entered() as job.scope:
@@ -257,7 +263,9 @@ def _run(job):
 
 def _call(job):
     job.attempts += 1
-    job.store.update(job.id, state=states.RUNNING, attempts=job.attempts)
+    if job.attempts > 1:  # _run() reported the first one
+        job.store.update(job.id, state=states.RUNNING,
+                         attempts=job.attempts)
     conn = job.scope.connection
     args = [a.load(conn) if isinstance(a, _Ref) else a for a in job.args]
     kwargs = {k: v.load(conn) if isinstance(v, _Ref) else v

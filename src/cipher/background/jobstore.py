@@ -59,6 +59,11 @@ class JobStatus:
         return self.state in FINAL_STATES or self.state == UNKNOWN
 
 
+_BLANK = {field.name: field.default
+          for field in dataclasses.fields(JobStatus) if field.name != 'output'}
+_UPDATABLE = frozenset(_BLANK) - {'id', 'name', 'created'}
+
+
 class _TailBuffer:
     """Text of which only the last ``limit`` characters are kept."""
 
@@ -114,7 +119,9 @@ class MemoryJobStore:
         self.output_limit = output_limit
         self.clock = clock
         self._changed = threading.Condition()
-        self._jobs = {}           # id -> JobStatus
+        # id -> the JobStatus fields, changed in place (a new frozen
+        # snapshot per update would cost more than a no-op job's commit)
+        self._jobs = {}
         self._output = {}         # id -> _TailBuffer
         self._finished = collections.OrderedDict()  # id -> clock() at end
 
@@ -127,8 +134,8 @@ class MemoryJobStore:
         with self._changed:
             if job_id in self._jobs:
                 raise ValueError('job id %r is in use already' % job_id)
-            self._jobs[job_id] = JobStatus(
-                id=job_id, name=name, state=state, created=_now())
+            self._jobs[job_id] = dict(_BLANK, id=job_id, name=name,
+                                      state=state, created=_now())
             self._output[job_id] = _TailBuffer(self.output_limit)
             self._prune()
 
@@ -138,24 +145,28 @@ class MemoryJobStore:
             return self._snapshot(job_id)
 
     def _snapshot(self, job_id):
-        status = self._jobs.get(job_id)
-        if status is None:
+        fields = self._jobs.get(job_id)
+        if fields is None:
             return JobStatus(id=job_id)
-        return dataclasses.replace(
-            status, output=self._output[job_id].getvalue())
+        return JobStatus(**dict(fields,
+                                output=self._output[job_id].getvalue()))
 
     def update(self, job_id, expect=None, **fields):
         """See IJobStore."""
+        if not fields.keys() <= _UPDATABLE:
+            raise TypeError('cannot update %s of a job; the fields are %s'
+                            % (', '.join(sorted(fields.keys() - _UPDATABLE)),
+                               ', '.join(sorted(_UPDATABLE))))
         with self._changed:
-            status = self._jobs.get(job_id)
-            if status is None or status.state in FINAL_STATES:
+            record = self._jobs.get(job_id)
+            if record is None or record['state'] in FINAL_STATES:
                 return False
-            if expect is not None and status.state not in expect:
+            if expect is not None and record['state'] not in expect:
                 return False
             if fields.get('state') in FINAL_STATES:
                 fields.setdefault('finished', _now())
                 self._finished[job_id] = self.clock()
-            self._jobs[job_id] = dataclasses.replace(status, **fields)
+            record.update(fields)
             self._changed.notify_all()
             return True
 
@@ -171,8 +182,8 @@ class MemoryJobStore:
         deadline = None if timeout is None else self.clock() + timeout
         with self._changed:
             while True:
-                status = self._jobs.get(job_id)
-                if status is None or status.state in FINAL_STATES:
+                record = self._jobs.get(job_id)
+                if record is None or record['state'] in FINAL_STATES:
                     return self._snapshot(job_id)
                 remaining = (None if deadline is None
                              else deadline - self.clock())
@@ -180,7 +191,7 @@ class MemoryJobStore:
                     raise WaitTimeout(
                         'job %s is still %s after %ss; wait longer, or '
                         'poll get_status() instead' % (
-                            job_id, status.state, timeout))
+                            job_id, record['state'], timeout))
                 self._changed.wait(remaining)
 
     def _prune(self):
