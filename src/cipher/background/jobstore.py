@@ -163,11 +163,13 @@ class MemoryJobStore:
                 return False
             if expect is not None and record['state'] not in expect:
                 return False
-            if fields.get('state') in FINAL_STATES:
+            final = fields.get('state') in FINAL_STATES
+            if final:
                 fields.setdefault('finished', _now())
                 self._finished[job_id] = self.clock()
             record.update(fields)
-            self._changed.notify_all()
+            if final:
+                self._changed.notify_all()  # what wait() waits for
             return True
 
     def write(self, job_id, text):

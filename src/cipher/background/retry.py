@@ -48,7 +48,7 @@ class RetryPolicy:
     """
 
     #: Attempts in all (the first run included) for conflicts.
-    attempts = 8
+    attempts = 20
     #: Backoff base and cap for conflicts, in seconds.
     base_delay = 0.005
     max_delay = 1.0
