@@ -58,19 +58,25 @@ def _value(db):
     return value
 
 
-def workers(db, site_oid, units):
-    """Units per second and retries per unit, with the worker threads."""
-    _reset(db)
-    barrier = threading.Barrier(THREADS + 1)
-    threads = [SharedIncrementer(db, site_oid, 'site', None, units=units,
-                                 barrier=barrier) for _ in range(THREADS)]
+def _race(threads, barrier):
+    """Start ``threads``, let them go together; return the seconds until
+    the last one ended."""
     for thread in threads:
         thread.start()
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def workers(db, site_oid, units):
+    """Units per second and retries per unit, with the worker threads."""
+    _reset(db)
+    barrier = threading.Barrier(THREADS + 1)
+    threads = [SharedIncrementer(db, site_oid, 'site', None, units=units,
+                                 barrier=barrier) for _ in range(THREADS)]
+    elapsed = _race(threads, barrier)
     total = THREADS * units
     _check(db, total, sum(t.status.units_failed for t in threads),
            [t.status.last_error for t in threads if t.status.last_error])
@@ -90,28 +96,22 @@ def hand_written(db, units):
         barrier.wait()
         for _ in range(units):
             tries = 0
+            conn = db.open(transaction_manager=manager)
             try:
+                # Each attempt begins a fresh transaction (the connection
+                # syncs) and commits at the end of the with block.
                 for attempt in manager.attempts(100):
                     with attempt:
                         tries += 1
-                        conn = db.open(transaction_manager=manager)
-                        try:
-                            conn.root()['counter0'].value += 1
-                            manager.commit()
-                        finally:
-                            conn.close()
+                        conn.root()['counter0'].value += 1
             except ConflictError:
                 pass  # gave up: counted as lost from the final value
+            finally:
+                conn.close()
             with lock:
                 retries[0] += tries - 1
-    threads = [threading.Thread(target=loop) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = _race([threading.Thread(target=loop) for _ in range(THREADS)],
+                    barrier)
     total = THREADS * units
     # Units the hand-written loop gave up on are reported, not fatal:
     # exactness is cipher.background's claim, not the baseline's.

@@ -106,8 +106,8 @@ def _steps(db, site_oid):
             uow.attempt(worker.doWork, note=note)
 
     return [('raw unit', raw), ('+ user and note', with_note),
-            ('+ site', with_site), ('+ interaction', with_interaction),
-            ('UnitOfWork.entered() + attempt()', unit_of_work),
+            ('+ site', with_site), ('+ interaction, no principal', with_interaction),
+            ('UnitOfWork: + principal lookup, retry', unit_of_work),
             ('worker unit (_runUnit)', worker._runUnit)]
 
 

@@ -14,12 +14,13 @@ from cipher.background import demo
 TIMEOUT = 60
 
 
-def add_site(db, users=('editor', 'admin'), name='site'):
-    """Commit a demo site (publisher, authentication, a draft 'doc') into
-    ``db``; return its OID."""
+def add_site(db, users=('editor', 'admin'), name='site', **objects):
+    """Commit a demo site (publisher, authentication, a draft 'doc') and
+    ``objects`` (root key -> object) into ``db``; return the site's OID."""
     conn = db.open()
     try:
         site = demo.make_site(conn.root(), name, users=users)
+        conn.root().update(objects)
         transaction.commit()
         return site._p_oid
     finally:

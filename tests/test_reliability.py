@@ -39,12 +39,7 @@ class Tally(Persistent):
 
 def prepare(db):
     """A site and a tally; return the site's OID."""
-    site_oid = add_site(db)
-    conn = db.open()
-    conn.root()['tally'] = Tally()
-    transaction.commit()
-    conn.close()
-    return site_oid
+    return add_site(db, tally=Tally())
 
 
 def apply(number):
@@ -80,6 +75,14 @@ class Numbered(BackgroundWorkerThread):
 def check_each_applied_once(db, total):
     applied = read(db, lambda r: dict(r['tally'].applied))
     assert applied == {n: 1 for n in range(total)}
+
+
+def finish(workers, job_ids):
+    """Join the workers (which must end); return the jobs' final states."""
+    for worker in workers:
+        worker.join(TIMEOUT)
+        assert not worker.is_alive()
+    return [jobs.wait(job_id, TIMEOUT).state for job_id in job_ids]
 
 
 def open_site(db):
@@ -121,14 +124,11 @@ def test_storm_of_workers_and_jobs_on_one_object(storm_db):
                                after_commit=False, scheduler=scheduler,
                                retry_policy=patient)
                    for n in range(jobs_count)]
-        for worker in workers:
-            worker.join(TIMEOUT)
-            assert not worker.is_alive()
-        statuses = [jobs.wait(job_id, TIMEOUT) for job_id in job_ids]
+        states = finish(workers, job_ids)
     finally:
         conn.close()
         scheduler.shutdown(wait=True)
-    assert [s.state for s in statuses] == ['succeeded'] * jobs_count
+    assert states == ['succeeded'] * jobs_count
     assert sum(w.status.units_failed for w in workers) == 0
     assert sum(w.status.units_done for w in workers) == workers_count * units
     check_each_applied_once(storm_db, first_job + jobs_count)
@@ -197,16 +197,13 @@ def test_workers_and_jobs_ride_out_a_zeo_restart(zeo_server):
         assert worker_policy.seen.wait(TIMEOUT)
         assert job_policy.seen.wait(TIMEOUT)
         zeo_server.start()   # same port, same file
-        for worker in workers:
-            worker.join(TIMEOUT)
-            assert not worker.is_alive()
-        statuses = [jobs.wait(j, TIMEOUT) for j in job_ids]
+        states = finish(workers, job_ids)
     finally:
         server_stopped.set()
         scheduler.shutdown(wait=True)
         transaction.abort()
         conn.close()
-    assert [s.state for s in statuses] == ['succeeded'] * 6
+    assert states == ['succeeded'] * 6
     assert all(w.status.conflicts_retried > 0 for w in workers)
     check_each_applied_once(db, first_job + 6)
     db.close()

@@ -51,12 +51,7 @@ class Incrementer(BackgroundWorkerThread):
 
 
 def add_counter(db):
-    site_oid = add_site(db)
-    conn = db.open()
-    conn.root()['counter'] = Counter()
-    transaction.commit()
-    conn.close()
-    return site_oid
+    return add_site(db, counter=Counter())
 
 
 def recording_policy(**settings):

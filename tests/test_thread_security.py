@@ -1,6 +1,5 @@
 """The user who started the work is restored: checked with their
 permissions, never silently with more."""
-import pytest
 import transaction
 from persistent.mapping import PersistentMapping
 from zope.component import hooks
