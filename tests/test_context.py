@@ -133,6 +133,22 @@ def test_unknown_principal_fails_the_unit(mapping_db):
     assert ran == []
 
 
+def test_a_failure_on_the_way_in_restores_everything(mapping_db):
+    site_oid = add_site(mapping_db)
+    scope = UnitOfWork(mapping_db, site_oid, 'mallory').entered(
+        on_error=lambda exc: seen.append(
+            (type(exc).__name__, scope.connection.opened is not None)))
+    seen = []
+    with pytest.raises(PrincipalNotFound):
+        with scope:
+            pass
+    assert seen == [('PrincipalNotFound', True)]  # logged while open
+    assert scope.connection.opened is None
+    assert hooks.getSite() is None and queryInteraction() is None
+    assert all(info['opened'] is None
+               for info in mapping_db.connectionDebugInfo())
+
+
 def test_no_authentication_means_no_participation(mapping_db):
     uow = UnitOfWork(mapping_db, None, 'anybody')
     assert uow.run(lambda: queryInteraction().participations) == []

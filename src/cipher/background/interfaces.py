@@ -68,9 +68,10 @@ class IUnitOfWork(Interface):
     retry_policy = Attribute('The IRetryPolicy for transient errors.')
 
     def entered(on_error=None):
-        """Context manager: begin a fresh transaction, open a connection,
-        set the site, start an interaction for the principal; yield an
-        object with ``connection``, ``site`` and ``principal``.
+        """A context manager that, on entering, begins a fresh
+        transaction, opens a connection, sets the site and starts an
+        interaction for the principal; its value (a Scope) has
+        ``connection``, ``site`` and ``principal``.
 
         Raises SiteNotFound or NotASite when the site cannot be loaded,
         PrincipalNotFound when the principal id is unknown to the site's
