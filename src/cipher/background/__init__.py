@@ -44,9 +44,9 @@ from cipher.background.scheduler import ImmediateScheduler
 from cipher.background.scheduler import Task
 from cipher.background.scheduler import task
 from cipher.background.thread import BackgroundWorkerThread
-from cipher.background.thread import WorkerStatus
 from cipher.background.thread import stop_all
 from cipher.background.thread import workers
+from cipher.background.workerstatus import WorkerStatus
 
 
 __all__ = [

@@ -9,8 +9,6 @@ in a transaction of its own.
 Live workers are listed by :func:`workers`; at interpreter exit they are
 asked to stop and given :data:`EXIT_GRACE_SECONDS` to finish their unit.
 """
-import dataclasses
-import datetime
 import logging
 import threading
 import time
@@ -31,7 +29,8 @@ from cipher.background.errors import NotASite
 from cipher.background.errors import RetriesExhausted
 from cipher.background.errors import SiteNotFound
 from cipher.background.interfaces import IBackgroundWorker
-from cipher.background.interfaces import IWorkerStatus
+from cipher.background.workerstatus import StatusRecord
+from cipher.background.workerstatus import now as _now
 
 
 log = logging.getLogger(__name__)
@@ -86,36 +85,6 @@ def _register_exit_hook():
     register(_stop_all_at_exit)
 
 
-def _now():
-    # A float here, a datetime in the snapshot: cheaper on every unit.
-    return time.time()
-
-
-_TIMES = ('last_error_time', 'started', 'last_run')
-
-
-def _datetime(timestamp):
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
-
-
-@implementer(IWorkerStatus)
-@dataclasses.dataclass(frozen=True)
-class WorkerStatus:
-    """A snapshot of a worker; see IWorkerStatus."""
-
-    name: str
-    state: str = 'new'
-    units_done: int = 0
-    units_failed: int = 0
-    conflicts_retried: int = 0
-    last_error: str = None
-    last_error_time: datetime.datetime = None
-    started: datetime.datetime = None
-    last_run: datetime.datetime = None
-
-
 @implementer(IBackgroundWorker)
 class BackgroundWorkerThread(threading.Thread):
     """A thread that works on a ZODB site as a user.
@@ -164,11 +133,7 @@ class BackgroundWorkerThread(threading.Thread):
         self._stop_event = threading.Event()
         self._start_lock = threading.Lock()
         self._start_claimed = False
-        self._status_lock = threading.Lock()
-        # The fields of WorkerStatus, changed in place under the lock (a
-        # new snapshot per change would cost more than the unit's commit
-        # on a fast storage); `status` copies them out.
-        self._status = dataclasses.asdict(WorkerStatus(name=self.name))
+        self._status = StatusRecord(self.name)
 
     @classmethod
     def forSite(cls, site, user_name=None, daemon=True, **kwargs):
@@ -247,20 +212,13 @@ class BackgroundWorkerThread(threading.Thread):
     @property
     def status(self):
         """A WorkerStatus snapshot."""
-        with self._status_lock:
-            fields = dict(self._status)
-        for name in _TIMES:
-            fields[name] = _datetime(fields[name])
-        return WorkerStatus(**fields)
+        return self._status.snapshot()
 
     def _update(self, **changes):
-        with self._status_lock:
-            self._status.update(changes)
+        self._status.update(**changes)
 
     def _count(self, field, **changes):
-        with self._status_lock:
-            self._status[field] += 1
-            self._status.update(changes)
+        self._status.count(field, **changes)
 
     # -- starting and stopping --
 
@@ -325,7 +283,7 @@ class BackgroundWorkerThread(threading.Thread):
             self._afterAbort()
 
     def _afterAbort(self):
-        if self._status['state'] == 'pending-commit':
+        if self._status.state == 'pending-commit':
             self._stop_event.set()
             self._update(state='dropped')
 
@@ -369,7 +327,7 @@ class BackgroundWorkerThread(threading.Thread):
         return True
 
     def _work(self):
-        if self._status['state'] != 'working':  # once per unit, not per try
+        if self._status.state != 'working':  # once per unit, not per try
             self._update(state='working')
         self.doWork()
 
