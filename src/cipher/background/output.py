@@ -6,7 +6,6 @@ real streams and the normal log handlers.  Other threads are untouched,
 and the sink is removed when the job ends, so nothing leaks into the next
 job that reuses the pool thread.
 """
-import contextlib
 import logging
 import sys
 import threading
@@ -51,6 +50,12 @@ _handler = _SinkHandler()
 _handler.setFormatter(logging.Formatter('%(levelname)s %(name)s %(message)s'))
 
 
+def _installed():
+    return (isinstance(sys.stdout, _TeeStream)
+            and isinstance(sys.stderr, _TeeStream)
+            and _handler in logging.getLogger().handlers)
+
+
 def _install():
     with _install_lock:
         for name in ('stdout', 'stderr'):
@@ -62,14 +67,20 @@ def _install():
             root.addHandler(_handler)
 
 
-@contextlib.contextmanager
-def captured(sink):
+class captured:
     """Hand what this thread prints and logs to ``sink(text)`` in the
-    block."""
-    _install()
-    previous = _sink()
-    _local.sink = sink
-    try:
-        yield
-    finally:
-        _local.sink = previous
+    ``with`` block.  (A class, not a generator: it runs once per job.)"""
+
+    def __init__(self, sink):
+        self._sink = sink
+        self._previous = None
+
+    def __enter__(self):
+        if not _installed():  # somebody replaced sys.stdout, or first use
+            _install()
+        self._previous = _sink()
+        _local.sink = self._sink
+
+    def __exit__(self, *exc_info):
+        _local.sink = self._previous
+        return False
