@@ -28,6 +28,7 @@ from cipher.background.jobs import submit
 from cipher.background.jobs import wait
 from cipher.background.jobstore import MemoryJobStore
 from cipher.background.scheduler import BackgroundScheduler
+from cipher.background.scheduler import ImmediateScheduler
 from cipher.background.testing import immediate
 from helpers import TIMEOUT
 from helpers import add_site
@@ -287,6 +288,30 @@ def test_immediate_mode_runs_the_job_at_commit_in_the_calling_thread(
     conn.sync()
     assert site['doc'].state == 'PUBLISHED'
     conn.close()
+
+
+def test_a_job_run_at_once_inside_a_pool_job_leaves_it_intact(site_db,
+                                                              one_thread):
+    """A job that runs another one synchronously in the same pool thread
+    (ImmediateScheduler) gets back its site, interaction and pending
+    writes."""
+    def inner():   # writes another object than outer does
+        hooks.getSite()._p_jar.root()['inner'] = 'done'
+
+    def outer():
+        site = hooks.getSite()
+        site['doc'].state = 'PUBLISHED'   # pending in outer's transaction
+        inner_id = submit(inner, after_commit=False,
+                          scheduler=ImmediateScheduler())
+        assert hooks.getSite() is site
+        assert [p.principal.id for p in
+                queryInteraction().participations] == ['editor']
+        return get_status(inner_id).state
+
+    status = wait(run(outer, site_db, scheduler=one_thread), TIMEOUT)
+    assert (status.state, status.result) == ('succeeded', 'succeeded')
+    assert read(site_db, lambda r: (r['site']['doc'].state,
+                                    r['inner'])) == ('PUBLISHED', 'done')
 
 
 def test_store_prunes_finished_jobs_by_count_and_age():

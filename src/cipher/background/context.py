@@ -113,17 +113,26 @@ def lookup_principal(principal_id):
             'the principal' % (principal_id, auth)) from None
 
 
+def _in_progress(thread_manager):
+    """True when the thread's transaction manager has a transaction in
+    progress.
+
+    ``manager`` is the documented attribute of the thread-local manager;
+    asking whether its transaction is in progress has no public spelling
+    (``get()`` would begin one), so ask the attribute.
+    """
+    return getattr(getattr(thread_manager, 'manager', None), '_txn',
+                   ()) is not None
+
+
 def _abort_pending(thread_manager):
     """Abort the thread's transaction if one is in progress.
 
     The unit must start fresh (as ZopeTransaction's ``begin()`` does), but
     ``begin()`` when nothing is pending costs a second sync of the
-    connection on every unit.  ``manager`` is the documented attribute of
-    the thread-local manager; asking whether its transaction is in
-    progress has no public spelling, so ask the attribute.
+    connection on every unit.
     """
-    current = getattr(getattr(thread_manager, 'manager', None), '_txn', ())
-    if current is not None:
+    if _in_progress(thread_manager):
         thread_manager.abort()
 
 
@@ -322,16 +331,30 @@ class UnitOfWork:
                                 on_retry=on_retry)
 
 
+def _thread_is_idle():
+    """True when this thread has no site, no interaction and no
+    transaction in progress: nothing for :func:`isolated` to protect."""
+    return (hooks.getSite() is None and queryInteraction() is None
+            and not _in_progress(transaction.manager))
+
 
 @contextlib.contextmanager
 def isolated():
     """Run the block with no site, no interaction and a transaction manager
     of its own; give the thread back its own afterwards.
 
-    For work run in a thread that is busy with something else, such as a
-    job run immediately from the after-commit hook of the caller's
-    transaction.
+    For work run in a thread that may be busy with something else, such
+    as a job run immediately from the after-commit hook of the caller's
+    transaction.  An idle thread (a pool thread between tasks) has
+    nothing to give back: the block runs as it is, and only a transaction
+    it leaves pending is aborted.
     """
+    if _thread_is_idle():
+        try:
+            yield
+        finally:
+            _abort_pending(transaction.manager)
+        return
     old_site = hooks.getSite()
     old_interaction = queryInteraction()
     hooks.setSite(None)

@@ -6,7 +6,6 @@ transaction commits, and dropped if it aborts.  Its status (state,
 progress, output, result or error) lives in the job store, outside the
 ZODB, so reporting never makes the job's transaction conflict.
 """
-import contextlib
 import logging
 import threading
 import time
@@ -29,7 +28,6 @@ from cipher.background.jobstore import MemoryJobStore
 from cipher.background.output import captured
 from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.scheduler import _check_callable
-from cipher.background.scheduler import _in_pool_thread
 from cipher.background.scheduler import new_id
 
 log = logging.getLogger(__name__)
@@ -235,11 +233,9 @@ def _run(job):
     if not store.update(job.id, expect={states.QUEUED}, attempts=1,
                         state=states.RUNNING, started=states._now()):
         return  # cancelled while queued
-    # A pool thread runs nothing else; any other thread (the caller's, in
-    # immediate mode) gets its site, interaction and transaction back.
-    alone = _in_pool_thread()
-    with (contextlib.nullcontext() if alone else isolated()), \
-            captured(lambda text: store.write(job.id, text)):
+    # The thread may be busy (the caller's, in immediate mode, or a job
+    # running this one at once): it gets its footing back afterwards.
+    with isolated(), captured(lambda text: store.write(job.id, text)):
         _local.job = job
         try:
             with job.uow.entered() as job.scope:

@@ -31,11 +31,6 @@ def new_id():
     return os.urandom(16).hex()
 
 
-def _in_pool_thread():
-    """True in a thread of a BackgroundScheduler's pool, running a task."""
-    return getattr(_pool_thread, 'scheduler', None) is not None
-
-
 def _check_callable(fn, args, kwargs):
     if not callable(fn):
         raise TypeError(
