@@ -20,6 +20,9 @@ from ZODB import DB
 from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 
+from zope.component import hooks
+
+from cipher.background import BackgroundWorkerThread
 from cipher.background import demo
 
 
@@ -27,6 +30,28 @@ class Counter(Persistent):
     """The object units change."""
 
     value = 0
+
+
+class Incrementer(BackgroundWorkerThread):
+    """Does ``units`` units, each adding 1 to root[``counter``]; with a
+    ``barrier``, waits there before the first unit."""
+
+    def __init__(self, *args, units=0, counter='counter0', barrier=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.remaining = units
+        self.counter = counter
+        self.barrier = barrier
+
+    def scheduleNextWork(self):
+        if self.barrier is not None:
+            self.barrier.wait()
+            self.barrier = None
+        self.remaining -= 1
+        return self.remaining >= 0
+
+    def doWork(self):
+        hooks.getSite()._p_jar.root()[self.counter].value += 1
 
 
 def options(description):

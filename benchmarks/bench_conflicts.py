@@ -14,33 +14,12 @@ import threading
 import time
 
 import transaction
-from _common import Counter, ZEOServer, open_db, options, prepare, report
+from _common import Counter, Incrementer, ZEOServer, open_db, options
+from _common import prepare, report
 from _common import temporary_folder
 from ZODB.POSException import ConflictError
-from zope.component import hooks
-
-from cipher.background import BackgroundWorkerThread
 
 THREADS = 4
-
-
-class SharedIncrementer(BackgroundWorkerThread):
-    """``units`` units, each adding 1 to the one shared counter."""
-
-    def __init__(self, *args, units=0, barrier=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.remaining = units
-        self.barrier = barrier
-
-    def scheduleNextWork(self):
-        if self.barrier is not None:
-            self.barrier.wait()
-            self.barrier = None
-        self.remaining -= 1
-        return self.remaining >= 0
-
-    def doWork(self):
-        hooks.getSite()._p_jar.root()['counter0'].value += 1
 
 
 def _reset(db):
@@ -74,8 +53,8 @@ def workers(db, site_oid, units):
     """Units per second and retries per unit, with the worker threads."""
     _reset(db)
     barrier = threading.Barrier(THREADS + 1)
-    threads = [SharedIncrementer(db, site_oid, 'site', None, units=units,
-                                 barrier=barrier) for _ in range(THREADS)]
+    threads = [Incrementer(db, site_oid, 'site', None, units=units,
+                           barrier=barrier) for _ in range(THREADS)]
     elapsed = _race(threads, barrier)
     total = THREADS * units
     _check(db, total, sum(t.status.units_failed for t in threads),

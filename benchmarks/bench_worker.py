@@ -6,30 +6,15 @@ import threading
 import time
 
 import transaction
-from _common import options, open_db, prepare, raw_units, report
+from _common import Incrementer, options, open_db, prepare, raw_units
+from _common import report
 from _common import temporary_folder
 from zope.component import hooks
 from zope.security.management import endInteraction
 from zope.security.management import newInteraction
 
-from cipher.background import BackgroundWorkerThread
 from cipher.background import PeriodicBackgroundWorkerThread
 from cipher.background.context import load_site
-
-
-class Incrementer(BackgroundWorkerThread):
-    """Does ``units`` units, each adding 1 to one counter."""
-
-    def __init__(self, *args, units=0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.remaining = units
-
-    def scheduleNextWork(self):
-        self.remaining -= 1
-        return self.remaining >= 0
-
-    def doWork(self):
-        hooks.getSite()._p_jar.root()['counter0'].value += 1
 
 
 def in_a_thread(fn, *args, **kwargs):
@@ -58,46 +43,32 @@ def _note_of(db, site_oid):
 
 # -- where the time goes --
 
+def _hand_made(db, site_oid, note=None, site=False, interaction=False):
+    """The raw unit, with the worker's ingredients that are asked for:
+    the transaction's user and note, the local site, an interaction."""
+    def unit():
+        conn = db.open()
+        if note is not None:
+            txn = transaction.get()
+            txn.user, txn.description = note
+        if site:
+            hooks.setSite(load_site(conn, site_oid))
+        if interaction:
+            newInteraction()
+        conn.root()['counter0'].value += 1
+        transaction.commit()
+        if interaction:
+            endInteraction()
+        if site:
+            hooks.setSite(None)
+        conn.close()
+    return unit
+
+
 def _steps(db, site_oid):
     """Unit loops that add the worker's ingredients one at a time."""
     user, note = _note_of(db, site_oid)
-
-    def raw():
-        conn = db.open()
-        conn.root()['counter0'].value += 1
-        transaction.commit()
-        conn.close()
-
-    def with_note():
-        conn = db.open()
-        txn = transaction.get()
-        txn.user, txn.description = user, note
-        conn.root()['counter0'].value += 1
-        transaction.commit()
-        conn.close()
-
-    def with_site():
-        conn = db.open()
-        txn = transaction.get()
-        txn.user, txn.description = user, note
-        hooks.setSite(load_site(conn, site_oid))
-        conn.root()['counter0'].value += 1
-        transaction.commit()
-        hooks.setSite(None)
-        conn.close()
-
-    def with_interaction():
-        conn = db.open()
-        txn = transaction.get()
-        txn.user, txn.description = user, note
-        hooks.setSite(load_site(conn, site_oid))
-        newInteraction()
-        conn.root()['counter0'].value += 1
-        transaction.commit()
-        endInteraction()
-        hooks.setSite(None)
-        conn.close()
-
+    noted = (user, note)
     worker = Incrementer(db, site_oid, 'site', 'editor', units=10 ** 9)
     uow = worker.unit_of_work
 
@@ -105,9 +76,12 @@ def _steps(db, site_oid):
         with uow.entered():
             uow.attempt(worker.doWork, note=note)
 
-    return [('raw unit', raw), ('+ user and note', with_note),
-            ('+ site', with_site), ('+ interaction, no principal', with_interaction),
-            ('UnitOfWork: + principal lookup, retry', unit_of_work),
+    return [('raw unit', _hand_made(db, site_oid)),
+            ('+ user and note', _hand_made(db, site_oid, noted)),
+            ('+ site', _hand_made(db, site_oid, noted, site=True)),
+            ('+ interaction, no principal',
+             _hand_made(db, site_oid, noted, site=True, interaction=True)),
+            ('UnitOfWork: + principal, retry', unit_of_work),
             ('worker unit (_runUnit)', worker._runUnit)]
 
 

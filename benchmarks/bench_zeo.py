@@ -13,13 +13,11 @@ import time
 from _common import ZEOServer, options, prepare, report, temporary_folder
 
 CHILD = r'''
-import sys, time
+import sys
 import transaction
 import ZEO
-from zope.component import hooks
 sys.path.insert(0, sys.argv[5])
-from _common import Counter, raw_units
-from cipher.background import BackgroundWorkerThread
+from _common import Incrementer, raw_units
 
 port, kind, counter, units = int(sys.argv[1]), sys.argv[2], sys.argv[3], \
     int(sys.argv[4])
@@ -29,20 +27,11 @@ site_oid = conn.root()['site']._p_oid
 transaction.abort()
 conn.close()
 
-class Incrementer(BackgroundWorkerThread):
-    remaining = units
-
-    def scheduleNextWork(self):
-        self.remaining -= 1
-        return self.remaining >= 0
-
-    def doWork(self):
-        hooks.getSite()._p_jar.root()[counter].value += 1
-
 print('ready', flush=True)
 sys.stdin.readline()   # go
 if kind == 'worker':
-    worker = Incrementer(db, site_oid, 'site', None)
+    worker = Incrementer(db, site_oid, 'site', None, units=units,
+                         counter=counter)
     worker.start()
     worker.join()
 else:
