@@ -19,13 +19,10 @@ import threading
 import time
 
 from cipher.background.errors import BackgroundError
+from cipher.background.errors import CommandError
 
 #: Seconds workers get to finish their unit after SIGTERM or SIGINT.
 STOP_GRACE_SECONDS = 60
-
-
-class CommandError(Exception):
-    """A failure reported as one line, exit status 1."""
 
 
 class _UsageError(Exception):

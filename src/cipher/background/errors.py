@@ -40,11 +40,78 @@ class NotASite(ConfigurationError):
     """
 
 
+class ArgumentTypeError(ConfigurationError, TypeError):
+    """An argument of the wrong type: a callable that is not callable, a
+    user id that is not a string, a timeout that is not a number.
+
+    Raised at the call, before anything starts or is written.
+    """
+
+
 class PrincipalNotFound(BackgroundError, LookupError):
-    """The principal id of a unit is unknown to the site's authentication.
+    """The principal id of a unit is unknown to the site's authentication,
+    or no authentication utility is reachable to look it up.
 
     The unit fails (it never runs with an unchecked interaction); a
-    worker logs it and goes on with its next unit.
+    worker logs it and backs off before its next unit.
+    """
+
+
+class PrincipalRequired(PrincipalNotFound):
+    """Work was started without a user on a site that checks security.
+
+    With an authentication utility in reach, work without a named user
+    would run with every permission.  Name the user (``user_name=`` for
+    workers, ``user=`` for jobs, ``--user`` on the command line), or run
+    as :data:`cipher.background.SYSTEM` to run unchecked on purpose.
+    """
+
+
+class ThreadBusy(BackgroundError, RuntimeError):
+    """A unit of work was to run in a thread that is busy with other work:
+    a local site is set, an interaction is active, or a transaction is in
+    progress.
+
+    Nothing was touched.  Commit or abort the transaction, end the
+    interaction and reset the site first, or run the work in a thread of
+    its own (``start()``, ``perform()``).
+    """
+
+
+class UnitTransactionEnded(BackgroundError, RuntimeError):
+    """User code committed, aborted or began the unit's transaction itself.
+
+    The unit owns its transaction: it commits it once, with the unit's
+    user and note, and retries it whole on conflicts.  A commit inside
+    ``doWork()`` or a job would split the unit, so it is refused before
+    anything is written and the unit fails.  Use
+    ``transaction.savepoint()`` for partial rollbacks, and smaller units
+    (one per ``scheduleNextWork()``, one per job) for partial progress.
+    """
+
+
+class OutcomeUnknown(BackgroundError):
+    """The commit of a unit failed after the vote (in ``tpc_finish``): the
+    storage may or may not have recorded it.
+
+    Never retried, because running the unit again could apply it twice.
+    Logged once at CRITICAL; the worker counts it and calls its
+    ``outcomeUnknown()`` hook, a job ends in state ``outcome-unknown``.
+    ``error`` is the original exception (also chained as ``__cause__``).
+    """
+
+    def __init__(self, name, error):
+        self.error = error
+        super().__init__(
+            'the commit of %s failed after the vote (%s: %s); the storage '
+            'may or may not have recorded it, so it is not retried. Check '
+            'the database before doing the work again.' % (
+                name, type(error).__name__, error))
+
+
+class DatabaseClosed(BackgroundError, RuntimeError):
+    """The database of a worker or job was closed: no unit can run any
+    more.  A worker ends in state ``crashed``.
     """
 
 
@@ -116,3 +183,13 @@ class WaitTimeout(BackgroundError, TimeoutError):
     not finish within ``wait()``'s timeout, or an object that
     ``wait_for()`` did not find within its tries.
     """
+
+
+class ProcessStartError(BackgroundError, OSError):
+    """The supervisor could not start the command (it exists, but could
+    not be executed); nothing is left running."""
+
+
+class CommandError(BackgroundError):
+    """A failure of the ``cipher-background`` command, reported as one
+    line on stderr with exit status 1."""

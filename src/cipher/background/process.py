@@ -18,8 +18,8 @@ import sys
 import time
 
 from cipher.background import _procfiles
-from cipher.background.errors import BackgroundError
 from cipher.background.errors import ConfigurationError
+from cipher.background.errors import ProcessStartError
 
 #: The environment variable naming the run directory.
 RUNDIR_VARIABLE = 'CIPHER_BACKGROUND_RUNDIR'
@@ -27,11 +27,6 @@ RUNDIR_VARIABLE = 'CIPHER_BACKGROUND_RUNDIR'
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
 _SIGNALS_THAT_END = {signal.SIGTERM, signal.SIGINT, signal.SIGKILL,
                      signal.SIGHUP, signal.SIGQUIT}
-
-
-class ProcessStartError(BackgroundError, OSError):
-    """The supervisor could not start the command (it exists, but could
-    not be executed); nothing is left running."""
 
 
 @dataclasses.dataclass(frozen=True)
