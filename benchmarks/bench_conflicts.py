@@ -53,7 +53,7 @@ def workers(db, site_oid, units):
     """Units per second and retries per unit, with the worker threads."""
     _reset(db)
     barrier = threading.Barrier(THREADS + 1)
-    threads = [Incrementer(db, site_oid, 'site', None, units=units,
+    threads = [Incrementer(db, site_oid, 'site', 'editor', units=units,
                            barrier=barrier) for _ in range(THREADS)]
     elapsed = _race(threads, barrier)
     total = THREADS * units

@@ -114,7 +114,7 @@ class Idle(PeriodicBackgroundWorkerThread):
 
 
 def stop_latency(db, site_oid):
-    worker = Idle(db, site_oid, 'site', None)
+    worker = Idle(db, site_oid, 'site', 'editor')
     worker.start()
     worker.idle.wait(60)
     started = time.perf_counter()

@@ -30,7 +30,7 @@ conn.close()
 print('ready', flush=True)
 sys.stdin.readline()   # go
 if kind == 'worker':
-    worker = Incrementer(db, site_oid, 'site', None, units=units,
+    worker = Incrementer(db, site_oid, 'site', 'editor', units=units,
                          counter=counter)
     worker.start()
     worker.join()

@@ -30,13 +30,17 @@ from cipher.background import jobs
 from cipher.background import process
 from cipher.background import task
 from cipher.background.cli import main as cli_main
+from cipher.background import MemoryJobStore
 from cipher.background.errors import AlreadyStarted
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import NotASite
 from cipher.background.errors import NotInJob
 from cipher.background.errors import ObjectNotStored
+from cipher.background.errors import PrincipalRequired
 from cipher.background.errors import SchedulerShutDown
+from cipher.background.errors import ThreadBusy
 from helpers import add_site
 
 
@@ -78,6 +82,10 @@ class Env:
             worker.start()
         finally:
             worker.stop(60)
+
+    def busy_runOnce(self):
+        self.conn.root()['pending'] = 'mine'  # aborted by the fixture
+        self.worker().runOnce()
 
     def stopped_scheduler(self):
         scheduler = BackgroundScheduler(max_workers=1)
@@ -140,7 +148,7 @@ BAD_INPUT = [
      ConfigurationError, 'not stored in a ZODB database'),
     ('forSite not a site',
      lambda e: BackgroundWorkerThread.forSite(e.site['doc']),
-     NotASite, 'setSiteManager()'),
+     NotASite, 'setSiteManager('),
     ('forSite user_name not text',
      lambda e: BackgroundWorkerThread.forSite(e.site, user_name=['admin']),
      ConfigurationError, 'principal id (a str)'),
@@ -172,20 +180,49 @@ BAD_INPUT = [
      ConfigurationError, 'expected a ZODB database'),
     ('perform an object of another database',
      lambda e: jobs.submit(_noop, (_other_database_object(),), db=e.db,
-                           site=e.site),
-     ConfigurationError, "objects of the job's database only"),
+                           site=e.site, user='editor'),
+     ConfigurationError, 'objects of that database only'),
     ('submit an object never stored',
      lambda e: jobs.submit(_noop, (PersistentMapping(),), db=e.db,
-                           site=e.site, after_commit=False),
+                           site=e.site, after_commit=False, user='editor'),
      ObjectNotStored, 'add it to the database'),
     ('submit retry_policy not a policy',
-     lambda e: jobs.submit(_noop, db=e.db, site=e.site, retry_policy='x'),
+     lambda e: jobs.submit(_noop, db=e.db, site=e.site, retry_policy='x',
+                           user='editor'),
      ConfigurationError, 'IRetryPolicy'),
+    ('submit user not text',
+     lambda e: jobs.submit(_noop, db=e.db, site=e.site, user=42),
+     ArgumentTypeError, 'principal id (a str)'),
+    ('submit note not text',
+     lambda e: jobs.submit(_noop, db=e.db, site=e.site, user='editor',
+                           note=42),
+     ArgumentTypeError, 'note must be a str'),
+    ('submit without a user on a checked site',
+     lambda e: jobs.submit(_noop, site=e.site),
+     PrincipalRequired, 'cipher.background.SYSTEM'),
+    ('submit a site that is a path',
+     lambda e: jobs.submit(_noop, db=e.db, site='/site', user='editor'),
+     NotASite, 'not a site'),
+    ('wait with a text timeout',
+     lambda e: jobs.wait('0' * 32, timeout='5'),
+     ArgumentTypeError, 'timeout'),
+    ('job store output limit infinite',
+     lambda e: MemoryJobStore(output_limit=float('inf')),
+     ConfigurationError, 'output_limit'),
+    ('retry attempts a bool', lambda e: RetryPolicy(attempts=True),
+     ConfigurationError, 'attempts'),
+    ('periodic interval infinite',
+     lambda e: e.worker(cls=PeriodicBackgroundWorkerThread,
+                        interval=float('inf')),
+     ConfigurationError, 'interval'),
+    ('runOnce in a busy thread',
+     lambda e: e.busy_runOnce(),
+     ThreadBusy, 'commit or abort the transaction'),
     ('set_progress outside a job', lambda e: jobs.set_progress(50),
      NotInJob, 'only inside a running job'),
     ('submit to a stopped scheduler',
      lambda e: jobs.submit(_noop, db=e.db, site=e.site, after_commit=False,
-                           scheduler=e.stopped_scheduler()),
+                           scheduler=e.stopped_scheduler(), user='editor'),
      SchedulerShutDown, 'shut down'),
     # -- the scheduler --
     ('scheduler max_workers zero', lambda e: BackgroundScheduler(0),
@@ -360,7 +397,8 @@ def test_any_plain_job_arguments_reach_the_callable_unchanged(
         immediate_site, args, kwargs):
     from cipher.background.testing import immediate
     with immediate():
-        job_id = jobs.submit(_echo, args, kwargs, site=immediate_site)
+        job_id = jobs.submit(_echo, args, kwargs, site=immediate_site,
+                             user='editor')
         transaction.commit()
     status = jobs.get_status(job_id)
     assert status.state == 'succeeded', status.error

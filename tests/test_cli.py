@@ -76,13 +76,30 @@ def test_worker_on_zeo_stops_cleanly_on_sigterm(zeo_server, zeo_db):
     assert a == b >= 5  # every unit fully committed, or not at all
 
 
-def test_worker_that_ends_by_itself_exits_zero(tmp_path):
+def test_worker_without_a_user_on_a_checked_site_is_refused(tmp_path):
     path = str(tmp_path / 'Data.fs')
     db = DB(FileStorage(path))
     add_site(db)
     db.close()
     done = run('worker', '--zodb', 'file://' + path, '--site', 'site',
                '--worker', 'cli_workers:ThreeUnits')
+    assert done.returncode == 1
+    assert 'no user is named' in done.stderr
+    assert '--user' in done.stderr and 'Traceback' not in done.stderr
+    db = DB(FileStorage(path, read_only=True))
+    try:
+        assert read(db, lambda r: r.get('a')) is None  # nothing ran
+    finally:
+        db.close()
+
+
+def test_worker_that_ends_by_itself_exits_zero(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    db = DB(FileStorage(path))
+    add_site(db)
+    db.close()
+    done = run('worker', '--zodb', 'file://' + path, '--site', 'site',
+               '--worker', 'cli_workers:ThreeUnits', '--system')
     assert done.returncode == 0, done.stderr
     db = DB(FileStorage(path, read_only=True))
     try:

@@ -9,6 +9,7 @@ from zope.security.management import queryInteraction
 
 from cipher.background.context import Participation
 from cipher.background.context import UnitOfWork
+from cipher.background.context import current_connection
 from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
@@ -17,6 +18,7 @@ from cipher.background.errors import ConfigurationError
 from cipher.background.errors import NotASite
 from cipher.background.errors import PrincipalNotFound
 from cipher.background.errors import SiteNotFound
+from cipher.background.errors import ThreadBusy
 from cipher.background.interfaces import IUnitOfWork
 from cipher.background.retry import RetryPolicy
 from helpers import add_site
@@ -98,7 +100,7 @@ def test_conflict_at_commit_is_retried_on_a_synced_connection(file_db):
     uow = UnitOfWork(file_db, retry_policy=RetryPolicy(sleep=no_sleep))
 
     def increment():
-        root = scope.connection.root()
+        root = current_connection().root()
         root['counter']['n'] += 1
         if not retries:
             # Another transaction wins the race on the same object.
@@ -107,9 +109,8 @@ def test_conflict_at_commit_is_retried_on_a_synced_connection(file_db):
             other.transaction_manager.commit()
             other.close()
 
-    with uow.entered() as scope:
-        uow.attempt(increment,
-                    on_retry=lambda n, error, delay: retries.append(error))
+    uow.run(increment,
+            on_retry=lambda n, error, delay: retries.append(error))
     assert len(retries) == 1 and isinstance(retries[0], ConflictError)
     assert read(file_db, lambda r: r['counter']['n']) == 11
 
@@ -154,11 +155,13 @@ def test_no_authentication_means_no_participation(mapping_db):
     assert uow.run(lambda: queryInteraction().participations) == []
 
 
-def test_a_unit_starts_fresh_discarding_what_the_thread_left_pending(
+def test_a_unit_refuses_a_thread_with_pending_work_and_keeps_it(
         mapping_db):
     conn = mapping_db.open()
     conn.root()['pending'] = 1  # left uncommitted by the calling code
-    UnitOfWork(mapping_db).run(
-        lambda: transaction.get().note('the unit'), note='unit')
+    with pytest.raises(ThreadBusy, match='commit or abort'):
+        UnitOfWork(mapping_db).run(
+            lambda: transaction.get().note('the unit'), note='unit')
+    transaction.commit()
     conn.close()
-    assert read(mapping_db, lambda r: 'pending' in r) is False
+    assert read(mapping_db, lambda r: r['pending']) == 1

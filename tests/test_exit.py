@@ -33,7 +33,7 @@ class MidUnit(BackgroundWorkerThread):
         root['a'] = root.get('a', 0) + 1
         root['b'] = root.get('b', 0) + 1
 
-worker = MidUnit(db, add_site(db), 'site', None, daemon=%(daemon)s)
+worker = MidUnit(db, add_site(db), 'site', 'editor', daemon=%(daemon)s)
 worker.start()
 assert in_unit.wait(600)
 print('main thread ends while the worker is mid-unit', flush=True)
@@ -91,7 +91,7 @@ conn.root()['pairs'] = {n: PersistentMapping(a=0, b=0) for n in range(3)}
 transaction.commit()
 conn.close()
 for n in range(3):
-    worker = Pair(db, site_oid, 'site', None, daemon=bool(n %% 2))
+    worker = Pair(db, site_oid, 'site', 'editor', daemon=bool(n %% 2))
     worker.key, worker.waited = n, False
     worker.start()
 all_in_unit.wait(600)

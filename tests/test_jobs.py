@@ -214,7 +214,7 @@ def test_objects_of_another_database_are_refused(request_on, mapping_db):
     other = mapping_db.open()
     other.root()['x'] = PersistentMapping()
     transaction.commit()
-    with pytest.raises(ConfigurationError, match='another database'):
+    with pytest.raises(ConfigurationError, match='different databases'):
         perform(print, other.root()['x'])
     other.close()
 

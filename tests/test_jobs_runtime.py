@@ -1,7 +1,6 @@
 """Inside and around a running job: progress, cancel, output, clean pool
 threads, waiting for data, and the immediate mode for tests."""
 import logging
-import sys
 import threading
 
 import pytest
@@ -27,6 +26,7 @@ from cipher.background.jobs import set_progress
 from cipher.background.jobs import submit
 from cipher.background.jobs import wait
 from cipher.background.jobstore import MemoryJobStore
+from cipher.background.output import job_output
 from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.scheduler import ImmediateScheduler
 from cipher.background.testing import immediate
@@ -145,7 +145,7 @@ def test_cancel_a_running_job_stops_it_and_aborts_its_writes(site_db):
 def test_check_cancelled_and_cancel_before_commit(site_db):
     conn = site_db.open()
     with ZopeSite(conn.root()['site']):
-        job_id = jobs.perform(print, 'never printed')
+        job_id = jobs.submit(print, ('never printed',), user='editor')
     assert cancel(job_id) is True
     transaction.commit()
     conn.close()
@@ -153,16 +153,17 @@ def test_check_cancelled_and_cancel_before_commit(site_db):
     assert wait(job_id, TIMEOUT).output == ''
 
 
-def test_output_is_captured_per_job_and_still_printed(site_db, capsys):
+def test_output_is_captured_per_job_and_logging_still_works(site_db,
+                                                            caplog):
     gate = Gate()
     logger = logging.getLogger('myapp')
 
     def chatty(n):
-        print('job %d starting' % n)
+        print('job %d starting' % n, file=job_output())
         logger.warning('job %d warns', n)
         if n == 1:
             gate()
-        print('job %d done' % n, file=sys.stderr)
+        print('job %d done' % n, file=job_output())
 
     first = run(chatty, site_db, 1)
     assert gate.reached.wait(TIMEOUT)
@@ -178,9 +179,9 @@ def test_output_is_captured_per_job_and_still_printed(site_db, capsys):
     assert output_2 == ('job 2 starting\nWARNING myapp job 2 warns\n'
                         'job 2 done\n')
     assert 'the test thread' not in output_1 + output_2
-    printed = capsys.readouterr()
-    assert 'job 1 starting' in printed.out  # still reaches the real stream
-    assert 'job 2 done' in printed.err
+    # The records still reach the normal log handlers.
+    assert [r.getMessage() for r in caplog.records
+            if r.name == 'myapp'].count('job 1 warns') == 1
 
 
 def test_output_buffer_keeps_only_the_last_part(site_db):
@@ -189,7 +190,7 @@ def test_output_buffer_keeps_only_the_last_part(site_db):
     try:
         def loud():
             for line in range(1000):
-                print('line %04d' % line)
+                print('line %04d' % line, file=job_output())
         job_id = run(loud, site_db)
         output = wait(job_id, TIMEOUT).output
     finally:
@@ -264,7 +265,7 @@ def test_wait_for_gives_up_with_a_clear_error(site_db):
     assert 'was not found after 3 tries' in status.error
 
 
-def test_immediate_mode_runs_the_job_at_commit_in_the_calling_thread(
+def test_immediate_mode_runs_the_job_at_commit_in_a_thread_of_its_own(
         site_db):
     def publish(document):
         document.state = 'PUBLISHED'
@@ -284,7 +285,9 @@ def test_immediate_mode_runs_the_job_at_commit_in_the_calling_thread(
             assert [p.principal.id for p in
                     queryInteraction().participations] == ['editor']
     assert status.state == 'succeeded', status.traceback
-    assert status.result == (threading.get_ident(), ['editor'])
+    job_thread, principals = status.result
+    assert job_thread != threading.get_ident()  # a clean thread
+    assert principals == ['editor']
     conn.sync()
     assert site['doc'].state == 'PUBLISHED'
     conn.close()
@@ -301,7 +304,7 @@ def test_a_job_run_at_once_inside_a_pool_job_leaves_it_intact(site_db,
     def outer():
         site = hooks.getSite()
         site['doc'].state = 'PUBLISHED'   # pending in outer's transaction
-        inner_id = submit(inner, after_commit=False,
+        inner_id = submit(inner, after_commit=False, user='editor',
                           scheduler=ImmediateScheduler())
         assert hooks.getSite() is site
         assert [p.principal.id for p in
@@ -312,40 +315,6 @@ def test_a_job_run_at_once_inside_a_pool_job_leaves_it_intact(site_db,
     assert (status.state, status.result) == ('succeeded', 'succeeded')
     assert read(site_db, lambda r: (r['site']['doc'].state,
                                     r['inner'])) == ('PUBLISHED', 'done')
-
-
-def test_store_prunes_finished_jobs_by_count_and_age():
-    now = [1000.0]
-    store = MemoryJobStore(keep_count=3, keep_seconds=60,
-                           clock=lambda: now[0])
-    assert verifyObject(IJobStore, store)
-    for n in range(10):
-        store.add('job%d' % n, 'fn', 'queued')
-        store.update('job%d' % n, state='succeeded')
-    store.prune()
-    assert len(store) == 3
-    assert get_state(store, 'job0') == 'unknown'
-    assert get_state(store, 'job9') == 'succeeded'
-    store.add('running', 'fn', 'running')
-    now[0] += 61
-    store.prune()
-    assert len(store) == 1  # unfinished jobs are never pruned
-    assert verifyObject(IJobStatus, store.get('running'))
-
-
-def get_state(store, job_id):
-    return store.get(job_id).state
-
-
-def test_store_updates_respect_expected_states_and_final_states():
-    store = MemoryJobStore()
-    store.add('a', 'fn', 'queued')
-    assert store.update('a', expect={'running'}, state='failed') is False
-    assert store.update('a', state='succeeded', result=1) is True
-    assert store.update('a', state='failed') is False  # final stays final
-    assert store.update('missing', state='failed') is False
-    store.write('missing', 'ignored')
-    assert store.get('a').result == 1 and store.get('a').done
 
 
 def test_memory_stays_flat_under_many_jobs(site_db):
@@ -359,3 +328,52 @@ def test_memory_stays_flat_under_many_jobs(site_db):
         jobs.set_job_store(previous)
     store.prune()
     assert len(store) <= 50
+
+
+# -- persistent objects in arguments and results --
+
+def _where(doc_in_list, mapping):
+    from cipher.background import current_connection
+    conn = current_connection()
+    doc = doc_in_list[0][0]
+    doc.title = 'retitled by the job'
+    return (doc._p_jar is conn, mapping['doc']._p_jar is conn,
+            [mapping['doc'], (doc,)])
+
+
+def test_persistent_objects_at_any_depth_go_by_oid_both_ways(site_db):
+    conn = site_db.open()
+    try:
+        site = conn.root()['site']
+        doc = site['doc']
+        job_id = submit(_where, ([(doc, 1)], {'doc': doc}), site=site,
+                        user='editor', after_commit=False,
+                        scheduler=ImmediateScheduler())
+        status = get_status(job_id)
+        assert status.state == 'succeeded', status.error
+        in_job_conn, mapped_in_job_conn, result = status.result
+        assert (in_job_conn, mapped_in_job_conn) == (True, True)
+        # The result names the objects by OID: nothing of the job's
+        # connection reaches the caller.
+        assert result == [doc._p_oid, (doc._p_oid,)]
+        # The caller's object was never written through.
+        assert doc._p_changed is False and doc.title == 'Annual report'
+        transaction.commit()  # commits nothing of the job's
+    finally:
+        transaction.abort()
+        conn.close()
+    assert read(site_db, lambda r: r['site']['doc'].title) == (
+        'retitled by the job')
+
+
+def test_plain_containers_reach_the_job_as_the_same_objects(site_db):
+    shared = {'seen': []}
+    conn = site_db.open()
+    try:
+        job_id = submit(lambda box: box['seen'].append(box is shared),
+                        (shared,), site=conn.root()['site'], user='editor',
+                        after_commit=False, scheduler=ImmediateScheduler())
+    finally:
+        conn.close()
+    assert get_status(job_id).state == 'succeeded'
+    assert shared['seen'] == [True]

@@ -110,7 +110,7 @@ def test_storm_of_workers_and_jobs_on_one_object(storm_db):
     patient = RetryPolicy(attempts=200, time_budget=TIMEOUT)
     start_together = threading.Barrier(workers_count)
     workers = [
-        Numbered(storm_db, site_oid, 'site', None, retry_policy=patient,
+        Numbered(storm_db, site_oid, 'site', 'editor', retry_policy=patient,
                  numbers=range(n * units, (n + 1) * units),
                  gate=lambda: start_together.wait(TIMEOUT), gate_at=0)
         for n in range(workers_count)]
@@ -122,7 +122,7 @@ def test_storm_of_workers_and_jobs_on_one_object(storm_db):
             worker.start()
         job_ids = [jobs.submit(apply, (first_job + n,), site=site,
                                after_commit=False, scheduler=scheduler,
-                               retry_policy=patient)
+                               retry_policy=patient, user='editor')
                    for n in range(jobs_count)]
         states = finish(workers, job_ids)
     finally:
@@ -172,7 +172,7 @@ def test_workers_and_jobs_ride_out_a_zeo_restart(zeo_server):
         at_half.wait(TIMEOUT)
         assert server_stopped.wait(TIMEOUT)
 
-    workers = [Numbered(db, site_oid, 'site', None,
+    workers = [Numbered(db, site_oid, 'site', 'editor',
                         retry_policy=worker_policy, gate=gate, gate_at=half,
                         numbers=range(n * units, (n + 1) * units))
                for n in range(workers_count)]
@@ -182,7 +182,8 @@ def test_workers_and_jobs_ride_out_a_zeo_restart(zeo_server):
 
     def submit(number):
         return jobs.submit(apply, (number,), site=site, after_commit=False,
-                           scheduler=scheduler, retry_policy=job_policy)
+                           scheduler=scheduler, retry_policy=job_policy,
+                           user='editor')
     try:
         for worker in workers:
             worker.start()

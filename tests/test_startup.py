@@ -72,7 +72,8 @@ def test_a_broken_declaration_is_logged_and_the_others_start(zcml,
     add_site(file_db)
     provideUtility(startup.SiteWorkers(Ticker, '/missing'), IWorkerFactory,
                    name='a-broken')
-    provideUtility(lambda db: Ticker.forSite(_site(db)), IWorkerFactory,
+    provideUtility(lambda db: Ticker.forSite(_site(db), 'editor'),
+                   IWorkerFactory,
                    name='b-single')
     log = setUpLogging(startup.log)
     try:

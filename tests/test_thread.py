@@ -404,5 +404,6 @@ def test_site_removed_after_start_ends_the_worker_with_a_clear_log(
     worker.site_oid = root['moved']._p_oid
     conn.close()
     worker.runOnce()
-    assert 'thread terminated: the object with OID' in logged.getvalue()
+    assert 'thread terminated: ' in logged.getvalue()
+    assert 'is not a site' in logged.getvalue()
     assert worker.status.state == 'crashed'

@@ -73,7 +73,7 @@ def logged():
 def run_concurrently(db, threads, units):
     site_oid = add_counter(db)
     barrier = threading.Barrier(threads)
-    workers = [Incrementer(db, site_oid, 'site', None, units=units,
+    workers = [Incrementer(db, site_oid, 'site', 'editor', units=units,
                            barrier=barrier) for _ in range(threads)]
     for worker in workers:
         worker.start()
@@ -119,7 +119,7 @@ def test_conflict_in_doWork_is_retried_in_a_fresh_transaction(mapping_db):
             if len(seen) < 3:
                 raise ConflictError('somebody else won')
 
-    worker = Flaky(mapping_db, add_counter(mapping_db), 'site', None,
+    worker = Flaky(mapping_db, add_counter(mapping_db), 'site', 'editor',
                    retry_policy=policy)
     worker.runOnce()
     assert len(set(map(id, seen))) == 3  # three distinct transactions
@@ -139,7 +139,7 @@ def test_exhausted_attempts_log_one_error_and_the_loop_goes_on(
                 raise ConflictError('always loses')
             super().doWork()
 
-    worker = Hopeless(mapping_db, add_counter(mapping_db), 'site', None,
+    worker = Hopeless(mapping_db, add_counter(mapping_db), 'site', 'editor',
                       units=2, retry_policy=policy)
     worker.start()
     worker.join(TIMEOUT)
@@ -168,7 +168,7 @@ def test_disconnects_wait_longer_without_using_up_attempts(mapping_db):
                 raise ClientDisconnected('server away')
             super().doWork()
 
-    worker = Unreachable(mapping_db, add_counter(mapping_db), 'site', None,
+    worker = Unreachable(mapping_db, add_counter(mapping_db), 'site', 'editor',
                          retry_policy=policy)
     worker.runOnce()
     assert delays == [0.5, 1.0, 2.0, 2.0]
@@ -188,7 +188,7 @@ def test_stop_interrupts_a_retry_wait(mapping_db):
 
     policy = RetryPolicy(sleep=sleep, base_delay=3600, max_delay=3600,
                          random=lambda: 1.0)
-    worker = Stuck(mapping_db, add_counter(mapping_db), 'site', None,
+    worker = Stuck(mapping_db, add_counter(mapping_db), 'site', 'editor',
                    units=5, retry_policy=policy)
     worker.start()
     assert waiting.wait(TIMEOUT)
@@ -207,7 +207,7 @@ def test_retry_policy_as_a_class_attribute(mapping_db):
         def doWork(self):
             raise ConflictError('once is enough')
 
-    worker = NeverRetry(mapping_db, add_counter(mapping_db), 'site', None)
+    worker = NeverRetry(mapping_db, add_counter(mapping_db), 'site', 'editor')
     assert worker.unit_of_work.retry_policy is policy
     worker.runOnce()
     assert delays == [] and worker.status.units_failed == 1

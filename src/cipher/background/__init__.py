@@ -3,14 +3,21 @@
 The public names, re-exported from the modules that own them.
 """
 from cipher.background.context import UnitOfWork
+from cipher.background.context import current_connection
 from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
 from cipher.background.contextmanagers import ZopeTransaction
 from cipher.background.errors import AlreadyStarted
+from cipher.background.errors import ArgumentTypeError
+from cipher.background.errors import CommandError
+from cipher.background.errors import DatabaseClosed
 from cipher.background.errors import JobCancelled
 from cipher.background.errors import NotInJob
+from cipher.background.errors import NotInUnit
 from cipher.background.errors import ObjectNotStored
+from cipher.background.errors import OutcomeUnknown
+from cipher.background.errors import ProcessStartError
 from cipher.background.errors import SchedulerShutDown
 from cipher.background.errors import WaitTimeout
 from cipher.background.jobs import cancel
@@ -29,22 +36,27 @@ from cipher.background.jobs import wait
 from cipher.background.jobs import wait_for
 from cipher.background.jobstore import JobStatus
 from cipher.background.jobstore import MemoryJobStore
+from cipher.background.output import job_output
 from cipher.background.periodic import PeriodicBackgroundWorkerThread
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
 from cipher.background.errors import NotASite
 from cipher.background.errors import PrincipalNotFound
+from cipher.background.errors import PrincipalRequired
 from cipher.background.errors import RetriesExhausted
 from cipher.background.errors import SiteNotFound
+from cipher.background.errors import ThreadBusy
+from cipher.background.errors import UnitTransactionEnded
 from cipher.background.retry import RetryPolicy
+from cipher.background.security import SYSTEM
 from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.scheduler import BlockingScheduler
 from cipher.background.scheduler import ImmediateScheduler
 from cipher.background.scheduler import Task
 from cipher.background.scheduler import task
 from cipher.background.thread import BackgroundWorkerThread
-from cipher.background.thread import stop_all
+from cipher.background.shutdown import stop_all
 from cipher.background.thread import workers
 from cipher.background.workerstatus import WorkerStatus
 
@@ -67,6 +79,7 @@ __all__ = [
     'check_cancelled',
     'current_job',
     'wait_for',
+    'job_output',
     'JobStatus',
     'MemoryJobStore',
     'get_job_store',
@@ -80,7 +93,9 @@ __all__ = [
     'Task',
     'task',
     # the unit of work and its parts
+    'SYSTEM',
     'UnitOfWork',
+    'current_connection',
     'RetryPolicy',
     'ZodbConnection',
     'ZopeInteraction',
@@ -89,15 +104,24 @@ __all__ = [
     # errors
     'BackgroundError',
     'ConfigurationError',
+    'ArgumentTypeError',
+    'NotASite',
     'AlreadyStarted',
+    'CommandError',
+    'DatabaseClosed',
     'Interrupted',
     'JobCancelled',
+    'NotInUnit',
     'NotInJob',
     'ObjectNotStored',
-    'SchedulerShutDown',
-    'WaitTimeout',
-    'NotASite',
+    'OutcomeUnknown',
     'PrincipalNotFound',
+    'PrincipalRequired',
+    'ProcessStartError',
     'RetriesExhausted',
+    'SchedulerShutDown',
     'SiteNotFound',
+    'ThreadBusy',
+    'UnitTransactionEnded',
+    'WaitTimeout',
 ]

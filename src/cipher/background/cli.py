@@ -2,7 +2,7 @@
 
     cipher-background demo [--db PATH] [--user ID]
     cipher-background worker --zodb URI --site PATH --worker MODULE:CLASS
-                             [--user ID] [--threads N]
+                             [--user ID | --system] [--threads N]
     cipher-background start NAME -- COMMAND...
     cipher-background stop NAME
     cipher-background status [NAME]
@@ -20,6 +20,7 @@ import time
 
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import CommandError
+from cipher.background.security import SYSTEM
 
 #: Seconds workers get to finish their unit after SIGTERM or SIGINT.
 STOP_GRACE_SECONDS = 60
@@ -157,7 +158,8 @@ def _worker(args):
         conn = db.open()
         try:
             site = _traverse(conn.root(), args.site)
-            workers = [cls.forSite(site, args.user, daemon=True)
+            user = SYSTEM if args.system else args.user
+            workers = [cls.forSite(site, user, daemon=True)
                        for _ in range(args.threads)]
         finally:
             conn.close()
@@ -258,8 +260,12 @@ def _parser():
                         help='path of the site from the root, e.g. /site')
     worker.add_argument('--worker', required=True, metavar='MODULE:CLASS',
                         help='a BackgroundWorkerThread subclass')
-    worker.add_argument('--user', default=None, metavar='ID',
-                        help='principal id to run as (default: none)')
+    who = worker.add_mutually_exclusive_group()
+    who.add_argument('--user', default=None, metavar='ID',
+                     help='principal id to run as (required where the site '
+                          'checks security)')
+    who.add_argument('--system', action='store_true',
+                     help='run unchecked, as the system user, on purpose')
     worker.add_argument('--threads', type=int, default=1, metavar='N',
                         help='how many workers (default: 1)')
     worker.set_defaults(run=_worker)

@@ -165,7 +165,14 @@ class JobCancelled(BackgroundError):
     """
 
 
-class NotInJob(BackgroundError, RuntimeError):
+class NotInUnit(BackgroundError, RuntimeError):
+    """A function that works only inside a running unit of work (a
+    worker's ``doWork()``, a job) was called outside of one, for example
+    ``current_connection()`` from a view.
+    """
+
+
+class NotInJob(NotInUnit):
     """A function that works only inside a running job was called outside
     of one (for example ``set_progress()`` from a view).
     """

@@ -55,49 +55,60 @@ class IUnitOfWork(Interface):
     reference, entered in the runner's thread.
 
     Holds nothing but picklable references, so it may cross threads (and
-    later processes).  Entering it never leaks: the connection is closed,
-    the site, interaction and transaction are reset when the block ends,
-    however it ends.
+    later processes).  It never touches the thread it runs in beyond the
+    unit: entering refuses a busy thread (ThreadBusy), and leaving
+    restores, in reverse order of setting, the transaction, the
+    interaction (and zope.security's "previous interaction" slot), the
+    site and the connection, however the block ends.
     """
 
     db = Attribute('The ZODB database connections are opened from.')
     site_oid = Attribute('OID of the local site to set, or None.')
     principal_id = Attribute(
-        'Id of the principal the work runs as, or None for system work '
+        'Id of the principal the work runs as; SYSTEM to run unchecked on '
+        'purpose; None only where no authentication utility is reachable '
         '(an interaction with no participation).')
     retry_policy = Attribute('The IRetryPolicy for transient errors.')
 
-    def entered(on_error=None):
-        """A context manager that, on entering, begins a fresh
-        transaction, opens a connection, sets the site and starts an
-        interaction for the principal; its value (a Scope) has
-        ``connection``, ``site`` and ``principal``.
+    def entered(on_error=None, slot=None, principal_optional=False):
+        """A context manager that, on entering, begins the thread's
+        transaction, opens a connection (or takes the one kept in
+        ``slot``), sets the site and begins an interaction for the
+        principal; its value (a Scope) has ``connection``, ``site`` and
+        ``principal``.
 
-        Raises SiteNotFound or NotASite when the site cannot be loaded,
-        PrincipalNotFound when the principal id is unknown to the site's
-        authentication.  ``on_error(exc)`` sees an exception leaving the
-        block while the connection is still open.
+        Raises ThreadBusy (touching nothing) when the thread has a site,
+        an interaction or a transaction in progress; SiteNotFound or
+        NotASite when the site cannot be loaded; PrincipalNotFound or
+        PrincipalRequired when the principal cannot be established;
+        DatabaseClosed when no connection can be opened.
+        ``on_error(exc)`` sees an exception leaving the block while the
+        connection is still open.
         """
 
-    def attempt(fn, note=None, user=None, stop_event=None, on_retry=None):
-        """Inside ``entered()``: run ``fn()`` in a transaction with that
-        note and user, commit, return ``fn``'s result.
+    def attempt(fn, note=None, user=None):
+        """Inside ``entered()``, once: run ``fn()`` in the scope's
+        transaction with that note and user, commit, return ``fn``'s
+        result.
 
-        The first try runs in the thread's current transaction, which
-        ``entered()`` began fresh (aborting anything pending) and which an
-        earlier attempt's commit or abort ended; each retry begins a new
-        transaction, syncing the connection.
-
-        Transient errors (per the retry policy) abort and run ``fn`` again
-        after a backoff; ``on_retry(attempt_number, error, delay)`` is told
-        first.  Raises RetriesExhausted when the policy gives up,
-        Interrupted when ``stop_event`` is set during a backoff, and any
-        other error of ``fn`` or the commit after aborting.  A failed
-        attempt commits nothing.
+        On failure the transaction is aborted and the error raised.
+        ``fn`` must not commit, abort or begin the transaction itself
+        (UnitTransactionEnded, and nothing of it is committed);
+        ``transaction.get()`` inside ``fn`` is the unit's transaction.
+        A commit that fails after the vote raises OutcomeUnknown.
         """
 
-    def run(fn, note=None, stop_event=None, on_retry=None):
-        """``entered()`` and ``attempt()`` in one call."""
+    def run(fn, note=None, user=None, stop_event=None, on_retry=None,
+            on_error=None, slot=None, principal_optional=False):
+        """``entered()`` and ``attempt()``, retried whole.
+
+        A transient error on the way in, in ``fn`` or in the commit
+        before the vote leaves the unit (nothing held), waits the policy's
+        backoff (``on_retry(attempt_number, error, delay)`` told first;
+        Interrupted when ``stop_event`` is set meanwhile) and runs it all
+        again.  RetriesExhausted when the policy gives up.  OutcomeUnknown
+        is never retried: the commit may have happened.
+        """
 
 
 class IWorkerStatus(Interface):
@@ -106,11 +117,17 @@ class IWorkerStatus(Interface):
     name = Attribute('The thread name (from the worker description).')
     state = Attribute(
         "One of 'new', 'pending-commit', 'dropped', 'starting', "
-        "'waiting', 'working', 'retrying', 'stopping', 'stopped', "
-        "'crashed'.")
+        "'waiting', 'working', 'retrying', and the final states 'stopped' "
+        "(the loop ended or a stop was asked for), 'crashed' (an error "
+        "after which no unit can run: scheduleNextWork() raised, the site "
+        "is gone, the database closed) and 'interrupted' (SystemExit or "
+        "KeyboardInterrupt in the worker's code).")
     units_done = Attribute('Units that committed.')
     units_failed = Attribute('Units that raised (and were aborted).')
     conflicts_retried = Attribute('Retries after transient errors.')
+    units_outcome_unknown = Attribute(
+        'Units whose commit failed after the vote (never retried; each '
+        'is also counted in units_failed).')
     last_error = Attribute("The last unit's error as text, or None.")
     last_error_time = Attribute('When it happened (a datetime), or None.')
     started = Attribute('When the thread started (a datetime), or None.')
@@ -139,7 +156,14 @@ class IBackgroundWorker(Interface):
 
     def doCleanup():
         """Runs after every ``doWork()``, also when it failed, in a
-        separate transaction with the site set."""
+        separate transaction with the site set (and with no interaction
+        at all when the user could not be found)."""
+
+    def outcomeUnknown(error):
+        """Called when a unit's commit failed after the vote (``error``
+        is the OutcomeUnknown): the unit may or may not be in the
+        database, and it is not retried.  The default does nothing more
+        than the CRITICAL log line written before."""
 
     def runOnce():
         """One iteration of the loop in the calling thread: schedule, then
@@ -153,10 +177,12 @@ class IBackgroundWorker(Interface):
     def start():
         """Start the thread now.  AlreadyStarted when called twice."""
 
-    def startAfterCommit():
-        """Start the thread when the current transaction commits, never if
-        it aborts.  AlreadyStarted when the worker was started or
-        scheduled already."""
+    def startAfterCommit(transaction_manager=None):
+        """Start the thread when the current transaction of
+        ``transaction_manager`` (default: the thread's) commits; never if
+        it aborts or a savepoint taken before the call is rolled back.
+        AlreadyStarted when the worker was started or scheduled
+        already."""
 
     def stop(timeout=None):
         """Ask the loop to end after the current unit, wake a waiting
@@ -171,16 +197,21 @@ class IJobStatus(Interface):
 
     id = Attribute('The job id: unguessable, never reused.')
     state = Attribute(
-        "One of 'pending-commit', 'queued', 'running', 'retrying', "
-        "'succeeded', 'failed', 'cancelled', 'dropped', or 'unknown' for "
-        "an id the store does not know (any more).")
+        "One of 'pending-commit', 'queued', 'running', 'retrying', the "
+        "final states 'succeeded', 'failed', 'cancelled', 'dropped', "
+        "'interrupted' (SystemExit or KeyboardInterrupt in the job) and "
+        "'outcome-unknown' (its commit failed after the vote: it may or "
+        "may not be in the database, and it is not retried), or "
+        "'unknown' for an id the store does not know (any more).")
     name = Attribute("The callable's dotted name.")
+    principal = Attribute('The id of the principal the job runs as.')
     progress = Attribute('The value of the last set_progress(), or None.')
     progress_data = Attribute('The data of the last set_progress().')
     output = Attribute('What the job printed and logged (the last part).')
     result = Attribute(
-        "The callable's return value once succeeded (a persistent object "
-        'is given as its OID).')
+        "The callable's return value once succeeded.  A persistent object "
+        'in it (also inside lists, tuples, sets and dicts) is replaced by '
+        "its OID: the job's connection is not the caller's.")
     error = Attribute("'ExceptionClass: message' once failed, or None.")
     traceback = Attribute('The formatted traceback once failed, or None.')
     attempts = Attribute('Attempts made (more than 1 after conflicts).')
@@ -196,24 +227,28 @@ class IJobStore(Interface):
 
     Safe to use from many threads.  Never raises KeyError for an unknown
     id: reads answer a status whose state is 'unknown', writes are
-    ignored.  Finished jobs are forgotten after a while, so the store
-    does not grow without bound.
+    ignored.  Every change of state goes through ``transition()`` and the
+    store's transition table.  Finished jobs are forgotten by age and
+    count at all times, so the store does not grow without bound.
     """
 
-    def add(job_id, name, state):
-        """Remember a new job in ``state``."""
+    def add(job_id, name, state, principal=None):
+        """Remember a new job in ``state``, started by ``principal``."""
 
     def get(job_id):
         """The IJobStatus of the job (state 'unknown' if not known)."""
 
-    def update(job_id, expect=None, **fields):
-        """Change the job's fields atomically; return True if done.
+    def transition(job_id, state, **fields):
+        """Move the job to ``state`` and set ``fields``, atomically, if the
+        transition table allows it from the job's current state; return
+        True if done, False (changing nothing) otherwise.  Entering a
+        final state sets ``finished`` and wakes waiters."""
 
-        Nothing changes (and False is returned) for an unknown or
-        finished job, or when ``expect`` (a collection of states) does not
-        hold the job's current state.  Entering a final state sets
-        ``finished`` and wakes waiters.
-        """
+    def update(job_id, expect=None, **fields):
+        """Change fields other than the state, atomically; return True if
+        done.  Nothing changes (and False is returned) for an unknown or
+        finished job, or when ``expect`` (a collection of states) does
+        not hold the job's current state."""
 
     def write(job_id, text):
         """Append ``text`` to the job's output, keeping the last part."""
@@ -231,10 +266,12 @@ class IJobStore(Interface):
 class IScheduler(Interface):
     """Runs callables in the background and tracks them by task id."""
 
-    stopped = Attribute('True once shutdown() was called.')
+    stopped = Attribute(
+        'True before the first start() and once shutdown() was called.')
     latest_id = Attribute('The id of the task started last, or None.')
     task = Attribute('Mapping task id -> Task(fn, args, kwargs), holding '
-                     'the unfinished tasks and the last finished ones.')
+                     'the unfinished tasks and the last finished ones (as '
+                     'Task(fn, (), {}): their arguments are let go).')
     future = Attribute('Mapping task id -> concurrent.futures.Future.')
 
     def start(fn, args=(), kwargs=None):
@@ -244,8 +281,9 @@ class IScheduler(Interface):
         (and nothing is started).
         """
 
-    def shutdown(wait=True):
-        """Accept no more tasks; with ``wait``, wait for the started ones.
+    def shutdown(wait=True, cancel_futures=False):
+        """Accept no more tasks; with ``cancel_futures``, cancel the ones
+        not started yet; with ``wait``, wait for the started ones.
         Harmless when called again."""
 
 

@@ -1,19 +1,27 @@
 """Where job status lives: outside the ZODB, so reporting never conflicts.
 
+The store owns the state machine of a job: every change of state goes
+through :meth:`MemoryJobStore.transition`, which allows only the moves in
+:data:`TRANSITIONS`.  Other fields change with ``update()``.
+
 :class:`MemoryJobStore` keeps the status of jobs in this process.  It is
 safe to use from many threads, keeps finished jobs for a while (by age and
 by count) and then forgets them, so memory stays flat however many jobs
 run.  Unknown ids answer a status whose state is ``'unknown'``.
 """
 import collections
+import collections.abc
 import dataclasses
 import datetime
+import math
+import numbers
 import threading
 import time
 from typing import Any
 
 from zope.interface import implementer
 
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import WaitTimeout
 from cipher.background.interfaces import IJobStatus
@@ -27,16 +35,34 @@ SUCCEEDED = 'succeeded'
 FAILED = 'failed'
 CANCELLED = 'cancelled'
 DROPPED = 'dropped'
+#: SystemExit or KeyboardInterrupt inside the job, or stopped at process
+#: exit while it ran.
+INTERRUPTED = 'interrupted'
+#: The job's commit failed after the vote: it may or may not have happened.
+OUTCOME_UNKNOWN = 'outcome-unknown'
+#: The state reported for ids the store does not know (any more).
 UNKNOWN = 'unknown'
 
 #: States a job never leaves.
-FINAL_STATES = frozenset([SUCCEEDED, FAILED, CANCELLED, DROPPED])
+FINAL_STATES = frozenset([SUCCEEDED, FAILED, CANCELLED, DROPPED,
+                          INTERRUPTED, OUTCOME_UNKNOWN])
+
+#: state -> the states a job in it may move to; final states go nowhere.
+TRANSITIONS = {
+    PENDING_COMMIT: frozenset([QUEUED, DROPPED, CANCELLED]),
+    QUEUED: frozenset([RUNNING, CANCELLED, FAILED, INTERRUPTED]),
+    RUNNING: frozenset([RETRYING, SUCCEEDED, FAILED, CANCELLED,
+                        INTERRUPTED, OUTCOME_UNKNOWN]),
+    RETRYING: frozenset([RUNNING, FAILED, CANCELLED, INTERRUPTED]),
+    **{state: frozenset() for state in FINAL_STATES},
+}
 
 
 @implementer(IJobStatus)
 @dataclasses.dataclass(frozen=True)
 class JobStatus:
-    """A snapshot of one job; see IJobStatus."""
+    """A snapshot of one job; see IJobStatus.  ``principal`` is the id of
+    the principal who started the job, or None."""
 
     id: str
     state: str = UNKNOWN
@@ -52,6 +78,7 @@ class JobStatus:
     created: datetime.datetime = None
     started: datetime.datetime = None
     finished: datetime.datetime = None
+    principal: str = None
 
     @property
     def done(self):
@@ -61,7 +88,48 @@ class JobStatus:
 
 _BLANK = {field.name: field.default
           for field in dataclasses.fields(JobStatus) if field.name != 'output'}
-_UPDATABLE = frozenset(_BLANK) - {'id', 'name', 'created'}
+# What the store itself sets: at add() (id, name, created, principal) or
+# by transition() (state, finished).
+_MANAGED = frozenset(['id', 'name', 'created', 'principal', 'state',
+                      'finished'])
+_UPDATABLE = frozenset(_BLANK) - _MANAGED
+
+
+def _check_fields(method, fields):
+    """ArgumentTypeError unless ``fields`` may be changed by ``method``."""
+    if 'state' in fields:
+        raise ArgumentTypeError(
+            'update() does not change the state of a job; use '
+            'transition(job_id, state, **fields), which allows only the '
+            'moves in jobstore.TRANSITIONS')
+    bad = sorted(fields.keys() - _UPDATABLE)
+    if bad:
+        raise ArgumentTypeError(
+            '%s() cannot set %s of a job (%s); the fields it sets are %s'
+            % (method, ', '.join(bad),
+               'kept as set by add() or transition()'
+               if set(bad) <= _MANAGED else 'no such field',
+               ', '.join(sorted(_UPDATABLE))))
+
+
+def _check_state(state, allowed, what):
+    if not isinstance(state, str) or state not in allowed:
+        raise ConfigurationError(
+            '%r is not a state %s; use one of %s'
+            % (state, what, ', '.join(sorted(allowed))))
+
+
+def _check_number(owner, name, value, whole=False, hint=''):
+    """ConfigurationError unless ``value`` is a finite number >= 0 (an int
+    with ``whole``); ArgumentTypeError, a kind of it, for other types."""
+    kind = numbers.Integral if whole else numbers.Real
+    message = '%s %s must be %s, not %r%s' % (
+        owner, name, 'a whole number >= 0' if whole
+        else 'a finite number >= 0', value, hint)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ArgumentTypeError(message)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(message)
 
 
 class _TailBuffer:
@@ -99,21 +167,29 @@ def _now():
 class MemoryJobStore:
     """Job status in this process's memory.
 
-    ``keep_seconds`` and ``keep_count`` bound how long and how many
-    finished jobs are remembered; ``output_limit`` is the number of
-    characters of output kept per job (the last ones).
+    ``keep_seconds`` (a finite number >= 0) and ``keep_count`` (a whole
+    number >= 0) bound how long and how many finished jobs are
+    remembered; ``output_limit`` (a whole number >= 0) is the number of
+    characters of output kept per job (the last ones).  ``clock`` (a
+    callable returning seconds that never go back, ``time.monotonic`` by
+    default) measures the age of finished jobs.  Bad values raise
+    ConfigurationError (ArgumentTypeError for wrong types).
+
+    The limits hold at all times: finished jobs beyond them are forgotten
+    when a job is added or finishes and before get(), wait() and len()
+    answer.  With ``keep_count=0`` a job is forgotten as soon as it
+    finishes, so ``wait()`` answers its status as 'unknown'.
     """
 
     def __init__(self, keep_seconds=3600, keep_count=1000,
                  output_limit=64 * 1024, clock=time.monotonic):
-        for name, value in [('keep_seconds', keep_seconds),
-                            ('keep_count', keep_count),
-                            ('output_limit', output_limit)]:
-            if isinstance(value, bool) or not isinstance(
-                    value, (int, float)) or value < 0:
-                raise ConfigurationError(
-                    'MemoryJobStore %s must be a number >= 0, not %r'
-                    % (name, value))
+        _check_number('MemoryJobStore', 'keep_seconds', keep_seconds)
+        _check_number('MemoryJobStore', 'keep_count', keep_count, True)
+        _check_number('MemoryJobStore', 'output_limit', output_limit, True)
+        if not callable(clock):
+            raise ArgumentTypeError(
+                'MemoryJobStore clock must be a callable returning seconds '
+                '(like time.monotonic), not %r' % (clock,))
         self.keep_seconds = keep_seconds
         self.keep_count = keep_count
         self.output_limit = output_limit
@@ -123,25 +199,44 @@ class MemoryJobStore:
         # snapshot per update would cost more than a no-op job's commit)
         self._jobs = {}
         self._output = {}         # id -> _TailBuffer
-        self._finished = collections.OrderedDict()  # id -> clock() at end
+        # id -> clock() when it finished, oldest first: pruning stops at
+        # the first job young enough, so it costs only what it removes.
+        self._finished = collections.OrderedDict()
 
     def __len__(self):
+        """The number of jobs known: unfinished ones and finished ones
+        within the limits."""
         with self._changed:
+            self._prune()
             return len(self._jobs)
 
-    def add(self, job_id, name, state):
-        """See IJobStore."""
+    def add(self, job_id, name, state, principal=None):
+        """Remember a new job in ``state`` (a state that is not final),
+        started by ``principal`` (a principal id, or None).
+
+        ConfigurationError for an id in use, a final or unknown state.
+        """
+        _check_state(state, TRANSITIONS.keys() - FINAL_STATES,
+                     'a job can be added in')
+        if principal is not None and not isinstance(principal, str):
+            raise ArgumentTypeError(
+                'principal must be a principal id (a string) or None, not '
+                '%r' % (principal,))
         with self._changed:
             if job_id in self._jobs:
-                raise ValueError('job id %r is in use already' % job_id)
+                raise ConfigurationError(
+                    'job id %r is in use already; give each job a new id '
+                    '(scheduler.new_id())' % (job_id,))
             self._jobs[job_id] = dict(_BLANK, id=job_id, name=name,
-                                      state=state, created=_now())
+                                      state=state, created=_now(),
+                                      principal=principal)
             self._output[job_id] = _TailBuffer(self.output_limit)
             self._prune()
 
     def get(self, job_id):
-        """See IJobStore."""
+        """The JobStatus of the job (state 'unknown' if not known)."""
         with self._changed:
+            self._prune()
             return self._snapshot(job_id)
 
     def _snapshot(self, job_id):
@@ -151,55 +246,104 @@ class MemoryJobStore:
         return JobStatus(**dict(fields,
                                 output=self._output[job_id].getvalue()))
 
+    def transition(self, job_id, state, **fields):
+        """Move the job to ``state`` and set ``fields``, atomically.
+
+        Returns True when done; False, changing nothing, when the job is
+        unknown or TRANSITIONS does not allow the move from its current
+        state (a race such as a cancel before the job ran is normal).
+        Entering a final state sets ``finished`` and wakes waiters.
+        ConfigurationError for an unknown state name, ArgumentTypeError
+        for fields update() does not take.
+        """
+        _check_state(state, TRANSITIONS.keys(), 'a job can be in')
+        _check_fields('transition', fields)
+        with self._changed:
+            record = self._jobs.get(job_id)
+            if record is None or state not in TRANSITIONS[record['state']]:
+                return False
+            record.update(fields)
+            record['state'] = state
+            if state in FINAL_STATES:
+                record['finished'] = _now()
+                self._finished[job_id] = self.clock()
+                self._changed.notify_all()  # what wait() waits for
+                self._prune()
+            return True
+
     def update(self, job_id, expect=None, **fields):
-        """See IJobStore."""
-        if not fields.keys() <= _UPDATABLE:
-            raise TypeError('cannot update %s of a job; the fields are %s'
-                            % (', '.join(sorted(fields.keys() - _UPDATABLE)),
-                               ', '.join(sorted(_UPDATABLE))))
+        """Change fields other than the state, atomically; True if done.
+
+        Nothing changes (and False is returned) for an unknown or
+        finished job, or when ``expect`` (a collection of states) does not
+        hold the job's current state.  ArgumentTypeError for ``state``
+        (use transition()) and for fields a job has not or that only the
+        store sets (id, name, created, principal, finished).
+        """
+        _check_fields('update', fields)
+        if expect is not None:
+            if isinstance(expect, str) or not isinstance(
+                    expect, collections.abc.Collection):
+                raise ArgumentTypeError(
+                    'expect must be a collection of states, such as '
+                    '{%r}, not %r' % (QUEUED, expect))
+            for state in expect:
+                _check_state(state, TRANSITIONS.keys(), 'a job can be in')
         with self._changed:
             record = self._jobs.get(job_id)
             if record is None or record['state'] in FINAL_STATES:
                 return False
             if expect is not None and record['state'] not in expect:
                 return False
-            final = fields.get('state') in FINAL_STATES
-            if final:
-                fields.setdefault('finished', _now())
-                self._finished[job_id] = self.clock()
             record.update(fields)
-            if final:
-                self._changed.notify_all()  # what wait() waits for
             return True
 
     def write(self, job_id, text):
-        """See IJobStore."""
+        """Append ``text`` (a string) to the job's output, keeping the
+        last ``output_limit`` characters; ignored for unknown ids."""
+        if not isinstance(text, str):
+            raise ArgumentTypeError(
+                'job output must be text (str), not %r; decode bytes first'
+                % (type(text).__name__,))
         with self._changed:
             buffer = self._output.get(job_id)
             if buffer is not None:
                 buffer.write(text)
 
     def wait(self, job_id, timeout=None):
-        """See IJobStore."""
-        deadline = None if timeout is None else self.clock() + timeout
+        """Block until the job is finished; return its final status (state
+        'unknown' for unknown ids, answered at once).
+
+        ``timeout`` is None (no limit) or a finite number of seconds >= 0,
+        counted in real time whatever the store's clock; WaitTimeout when
+        it passes first.
+        """
+        if timeout is not None:
+            _check_number('wait()', 'timeout', timeout,
+                          hint='; pass None to wait without a limit')
+            deadline = time.monotonic() + timeout
         with self._changed:
             while True:
+                self._prune()
                 record = self._jobs.get(job_id)
                 if record is None or record['state'] in FINAL_STATES:
                     return self._snapshot(job_id)
-                remaining = (None if deadline is None
-                             else deadline - self.clock())
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeout(
-                        'job %s is still %s after %ss; wait longer, or '
-                        'poll get_status() instead' % (
-                            job_id, record['state'], timeout))
+                remaining = None
+                if timeout is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WaitTimeout(
+                            'job %s is still %s after %ss; wait longer, or '
+                            'poll get_status() instead' % (
+                                job_id, record['state'], timeout))
                 self._changed.wait(remaining)
 
     def _prune(self):
         """Forget finished jobs beyond the count or past the age."""
-        horizon = self.clock() - self.keep_seconds
         finished = self._finished
+        if not finished:
+            return
+        horizon = self.clock() - self.keep_seconds
         while finished and (len(finished) > self.keep_count
                             or next(iter(finished.values())) < horizon):
             job_id, _ = finished.popitem(last=False)
@@ -207,6 +351,7 @@ class MemoryJobStore:
             del self._output[job_id]
 
     def prune(self):
-        """See IJobStore."""
+        """Forget finished jobs beyond the age and count limits now (the
+        store also does so by itself)."""
         with self._changed:
             self._prune()

@@ -4,21 +4,34 @@
 threads and hands back a task id at once.  :class:`BlockingScheduler`
 does the same, but its ``start()`` keeps the caller in the foreground
 until somebody calls ``shutdown()``.  :class:`ImmediateScheduler` runs
-the callable at once in the calling thread (for tests).  The :func:`task`
-decorator gives a function ``fn.start(*args, **kwargs)``.
+the callable at once and synchronously, in a fresh thread the caller
+joins (for tests, and for work run at once from a hook or another job).
+The :func:`task` decorator gives a function ``fn.start(*args, **kwargs)``.
+
+Every scheduler tracks its tasks in ``task`` and ``future``: the
+unfinished ones, and the last ``keep_finished`` finished ones.  Once a
+task ends its arguments are let go: a finished task is kept as
+``Task(fn, (), {})`` next to its future (which holds the result or the
+exception), so big arguments do not stay in memory.  The callable itself
+is kept, to tell what ran; a callable that binds data (a partial, a
+closure, a bound method) keeps that data until the task is forgotten.
 """
 import collections
 import concurrent.futures
+import functools
 import os
 import threading
+import traceback
 
 from zope.interface import implementer
 
+from cipher.background._pool import DaemonPool
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import SchedulerShutDown
 from cipher.background.interfaces import IScheduler
 
-#: What was started: the callable and its arguments.
+#: What was started: the callable and its arguments (empty once ended).
 Task = collections.namedtuple('Task', 'fn args kwargs')
 
 _pool_thread = threading.local()
@@ -32,58 +45,72 @@ def new_id():
 
 
 def _check_callable(fn, args, kwargs):
+    """ArgumentTypeError unless ``fn(*args, **kwargs)`` can be called."""
     if not callable(fn):
-        raise TypeError(
+        raise ArgumentTypeError(
             'expected a callable to run in the background, got %r; pass '
             'the function itself, not its result' % (fn,))
     if not isinstance(args, (tuple, list)):
-        raise TypeError('args must be a tuple or list, not %r' % (args,))
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError('kwargs must be a dict, not %r' % (kwargs,))
+        raise ArgumentTypeError(
+            'args must be a tuple or list, not %r' % (args,))
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise ArgumentTypeError(
+                'kwargs must be a dict, not %r' % (kwargs,))
+        names = [name for name in kwargs if not isinstance(name, str)]
+        if names:
+            raise ArgumentTypeError(
+                'kwargs keys must be argument names (strings), not %r'
+                % (names[0],))
 
 
-@implementer(IScheduler)
-class BackgroundScheduler:
-    """Runs callables in a pool of ``max_workers`` threads.
+def _check_whole(name, value, least):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError('%s must be a whole number >= %d, not %r'
+                                % (name, least, value))
+    if value < least:
+        raise ConfigurationError('%s must be a whole number >= %d, not %r'
+                                 % (name, least, value))
 
-    The ``task`` and ``future`` mappings hold every unfinished task and
-    the last ``keep_finished`` finished ones.
-    """
 
-    def __init__(self, max_workers=None, keep_finished=1000,
-                 thread_name_prefix='cipher.background'):
-        if max_workers is None:
-            max_workers = os.cpu_count() or 1
-        if (isinstance(max_workers, bool) or not isinstance(max_workers, int)
-                or max_workers < 1):
-            raise ConfigurationError(
-                'max_workers must be a whole number >= 1, not %r'
-                % (max_workers,))
-        if (isinstance(keep_finished, bool)
-                or not isinstance(keep_finished, int) or keep_finished < 0):
-            raise ConfigurationError(
-                'keep_finished must be a whole number >= 0, not %r'
-                % (keep_finished,))
-        self.max_workers = max_workers
+def _call(task):
+    """Call the task.  An exception leaving it has the local variables of
+    the frames it passed through cleared (its traceback still formats):
+    kept in the task's future, it would keep the arguments alive too."""
+    fn, args, kwargs = task
+    del task
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:
+        del args, kwargs
+        traceback.clear_frames(exc.__traceback__)  # skips this, running
+        raise
+
+
+class _Tasks:
+    """What the schedulers share: the task and future mappings, bounded,
+    and the started/shut-down state."""
+
+    def __init__(self, keep_finished):
+        _check_whole('keep_finished', keep_finished, 0)
         self.keep_finished = keep_finished
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers, thread_name_prefix=thread_name_prefix)
         self._lock = threading.Lock()
         self._tasks = {}
         self._futures = {}
-        self._finished = collections.deque()
-        self._stopped = False
+        self._finished = collections.deque()   # ids, oldest first
+        self._started = False
+        self._closed = False
         self._latest_id = None
 
     def __repr__(self):
-        return '<%s max_workers=%d%s>' % (
-            type(self).__name__, self.max_workers,
-            ' stopped' if self._stopped else '')
+        return '<%s%s>' % (type(self).__name__,
+                           ' stopped' if self._closed else '')
 
     @property
     def stopped(self):
-        """True once shutdown() was called."""
-        return self._stopped
+        """True before the first start() and once shutdown() was called;
+        False in between."""
+        return self._closed or not self._started
 
     @property
     def latest_id(self):
@@ -92,70 +119,132 @@ class BackgroundScheduler:
 
     @property
     def task(self):
-        """A copy of the mapping task id -> Task(fn, args, kwargs)."""
+        """A copy of the mapping task id -> Task(fn, args, kwargs):
+        unfinished tasks with their arguments, finished ones (the last
+        ``keep_finished``) as Task(fn, (), {})."""
         with self._lock:
             return dict(self._tasks)
 
     @property
     def future(self):
-        """A copy of the mapping task id -> concurrent.futures.Future."""
+        """A copy of the mapping task id -> concurrent.futures.Future,
+        for the same tasks as ``task``."""
         with self._lock:
             return dict(self._futures)
 
-    def start(self, fn, args=(), kwargs=None):
-        """Run ``fn(*args, **kwargs)`` in the pool; return its task id.
+    def _check_open(self):
+        """With the lock held: SchedulerShutDown after shutdown()."""
+        if self._closed:
+            raise SchedulerShutDown(
+                '%r was shut down; nothing was started. Create a new '
+                'scheduler to run more work' % self)
 
-        TypeError for a non-callable; SchedulerShutDown after shutdown().
-        """
-        _check_callable(fn, args, kwargs)
-        task = Task(fn, tuple(args), dict(kwargs or {}))
-        task_id = new_id()
+    def _register(self, task_id, task, future):
+        """With the lock held: track a new task."""
+        self._tasks[task_id] = task
+        self._futures[task_id] = future
+        self._latest_id = task_id
+        self._started = True
+
+    def _claim(self, task_id):
         with self._lock:
-            if self._stopped:
-                raise SchedulerShutDown(
-                    '%r was shut down; nothing was started. Create a new '
-                    'scheduler to run more work' % self)
-            future = self._executor.submit(self._run, task_id, task)
-            self._tasks[task_id] = task
-            self._futures[task_id] = future
-            self._latest_id = task_id
-        return task_id
+            return self._tasks[task_id]
 
-    def _run(self, task_id, task):
-        _pool_thread.scheduler = self
-        try:
-            return task.fn(*task.args, **task.kwargs)
-        finally:
-            _pool_thread.scheduler = None
-            self._forget_later(task_id)
-
-    def _forget_later(self, task_id):
-        """Count ``task_id`` as finished; forget the oldest finished ones
-        beyond ``keep_finished``."""
+    def _finish(self, task_id):
+        """Count the task as finished: let go of its arguments, forget the
+        oldest finished tasks beyond ``keep_finished``."""
         with self._lock:
+            task = self._tasks.get(task_id)
+            if task is not None:
+                self._tasks[task_id] = Task(task.fn, (), {})
             self._finished.append(task_id)
             while len(self._finished) > self.keep_finished:
                 old = self._finished.popleft()
                 self._tasks.pop(old, None)
                 self._futures.pop(old, None)
 
-    def shutdown(self, wait=True):
-        """Stop accepting work; with ``wait``, join the running tasks.
-
-        Harmless when called twice or before any start.  Called from one
-        of this scheduler's own tasks it does not wait (a thread cannot
-        join itself).
-        """
-        with self._lock:
-            self._stopped = True
-        in_own_pool = getattr(_pool_thread, 'scheduler', None) is self
-        self._executor.shutdown(wait=wait and not in_own_pool)
+    def _finish_if_cancelled(self, task_id, future):
+        if future.cancelled():  # it never ran, so _run did not finish it
+            self._finish(task_id)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
         self.shutdown(wait=True)
+
+
+@implementer(IScheduler)
+class BackgroundScheduler(_Tasks):
+    """Runs callables in a pool of ``max_workers`` daemon threads (a whole
+    number >= 1, by default one per CPU), started as work arrives.
+
+    The ``task`` and ``future`` mappings hold every unfinished task and
+    the last ``keep_finished`` (a whole number >= 0) finished ones.
+    """
+
+    def __init__(self, max_workers=None, keep_finished=1000,
+                 thread_name_prefix='cipher.background'):
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        _check_whole('max_workers', max_workers, 1)
+        super().__init__(keep_finished)
+        self.max_workers = max_workers
+        self._pool = DaemonPool(max_workers, thread_name_prefix)
+
+    def __repr__(self):
+        return '<%s max_workers=%d%s>' % (
+            type(self).__name__, self.max_workers,
+            ' stopped' if self._closed else '')
+
+    def start(self, fn, args=(), kwargs=None):
+        """Queue ``fn(*args, **kwargs)`` for the pool; return its task id.
+
+        ArgumentTypeError (a TypeError) for a non-callable or bad
+        arguments; SchedulerShutDown after shutdown() (or at interpreter
+        exit), and nothing is started.
+        """
+        _check_callable(fn, args, kwargs)
+        task = Task(fn, tuple(args), dict(kwargs or {}))
+        task_id = new_id()
+        with self._lock:
+            self._check_open()
+            try:
+                future = self._pool.submit(self._run, task_id)
+            except RuntimeError as exc:
+                raise SchedulerShutDown(
+                    'the interpreter is shutting down: %r started nothing'
+                    % self) from exc
+            self._register(task_id, task, future)
+        # Outside the lock: a callback of a done future runs at once.
+        future.add_done_callback(
+            functools.partial(self._finish_if_cancelled, task_id))
+        return task_id
+
+    def _run(self, task_id):
+        _pool_thread.scheduler = self
+        try:
+            # No local variable holds the task, so a traceback through
+            # this frame does not hold its arguments.
+            return _call(self._claim(task_id))
+        finally:
+            _pool_thread.scheduler = None
+            self._finish(task_id)
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        """Stop accepting work; with ``wait``, join the running tasks.
+
+        With ``cancel_futures``, the tasks that have not started yet are
+        cancelled (their futures say so) and never run; running ones
+        always run to their end.  Harmless when called twice or before
+        any start.  Called from one of this scheduler's own tasks it does
+        not wait (a thread cannot join itself).
+        """
+        with self._lock:
+            self._closed = True
+        in_own_pool = getattr(_pool_thread, 'scheduler', None) is self
+        self._pool.shutdown(wait=wait and not in_own_pool,
+                                cancel_futures=cancel_futures)
 
 
 class BlockingScheduler(BackgroundScheduler):
@@ -169,77 +258,119 @@ class BlockingScheduler(BackgroundScheduler):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._shut_down = threading.Event()
+        self._shutdown_called = threading.Event()
 
     def start_nowait(self, fn, args=(), kwargs=None):
         """Start ``fn`` like BackgroundScheduler.start and return at once."""
         return super().start(fn, args, kwargs)
 
     def start(self, fn, args=(), kwargs=None):
+        """Start ``fn``; return its task id once shutdown() was called and
+        the started tasks ended."""
         task_id = self.start_nowait(fn, args, kwargs)
-        self._shut_down.wait()
-        self._executor.shutdown(wait=True)
+        self._shutdown_called.wait()
+        self._pool.shutdown(wait=True)
         return task_id
 
-    def shutdown(self, wait=True):
-        super().shutdown(wait=False)
-        self._shut_down.set()
+    def shutdown(self, wait=True, cancel_futures=False):
+        """Let ``start()`` return; otherwise as BackgroundScheduler's."""
+        super().shutdown(wait=False, cancel_futures=cancel_futures)
+        self._shutdown_called.set()
         in_own_pool = getattr(_pool_thread, 'scheduler', None) is self
         if wait and not in_own_pool:
-            self._executor.shutdown(wait=True)
+            self._pool.shutdown(wait=True)
 
 
 @implementer(IScheduler)
-class ImmediateScheduler:
-    """Runs each started callable at once, in the calling thread.
+class ImmediateScheduler(_Tasks):
+    """Runs each started callable at once and synchronously, in a fresh
+    daemon thread named 'cipher.background.immediate' that the caller
+    joins.
 
-    For tests: ``start()`` returns after the callable ended; its future is
-    already resolved (an exception is kept in the future, not raised).
+    The callable so starts with a clean thread: no site, no security
+    interaction and no transaction of the caller, whose own stay as they
+    were.  ``start()`` returns the task id after the callable ended; its
+    future is resolved by then.  An Exception is kept in the future, not
+    raised.  A KeyboardInterrupt, SystemExit (any BaseException that is
+    not an Exception) is set on the future and raised again in the
+    caller.  When Ctrl-C interrupts the caller's wait, the
+    KeyboardInterrupt goes up at once and the callable runs on.
     """
 
-    def __init__(self):
-        self._stopped = False
-        self._latest_id = None
-        self._tasks = collections.OrderedDict()
-        self._futures = collections.OrderedDict()
-        self.keep_finished = 1000
-
-    stopped = property(lambda self: self._stopped)
-    latest_id = property(lambda self: self._latest_id)
-    task = property(lambda self: dict(self._tasks))
-    future = property(lambda self: dict(self._futures))
+    def __init__(self, keep_finished=1000):
+        super().__init__(keep_finished)
+        self._threads = set()
 
     def start(self, fn, args=(), kwargs=None):
+        """Run ``fn(*args, **kwargs)`` in a new thread, wait for it to end
+        and return the task id.
+
+        ArgumentTypeError (a TypeError) for a non-callable or bad
+        arguments; SchedulerShutDown after shutdown(), and nothing runs.
+        """
         _check_callable(fn, args, kwargs)
-        if self._stopped:
-            raise SchedulerShutDown(
-                'the immediate scheduler was shut down; nothing was started')
-        kwargs = dict(kwargs or {})
         task_id = new_id()
         future = concurrent.futures.Future()
-        self._tasks[task_id] = Task(fn, tuple(args), kwargs)
-        self._futures[task_id] = future
-        self._latest_id = task_id
-        future.set_running_or_notify_cancel()
+        future.set_running_or_notify_cancel()   # never queued
+        thread = threading.Thread(
+            target=self._run, args=(task_id, future),
+            name='cipher.background.immediate', daemon=True)
+        with self._lock:
+            self._check_open()
+            self._register(task_id, Task(fn, tuple(args),
+                                         dict(kwargs or {})), future)
+            self._threads.add(thread)
         try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
+            thread.start()
+        except RuntimeError as exc:   # no thread to be had
+            with self._lock:
+                self._threads.discard(thread)
+            self._finish(task_id)
             future.set_exception(exc)
-        while len(self._tasks) > self.keep_finished:
-            old, _ = self._tasks.popitem(last=False)
-            self._futures.pop(old)
+            raise
+        thread.join()
+        error = future.exception(0)
+        if error is not None and not isinstance(error, Exception):
+            raise error
         return task_id
 
-    def shutdown(self, wait=True):
-        self._stopped = True
+    def _run(self, task_id, future):
+        try:
+            try:
+                result = _call(self._claim(task_id))
+            finally:
+                self._finish(task_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        """Accept no more tasks (start() raises SchedulerShutDown); with
+        ``wait``, join the callables still running (those whose caller
+        was interrupted, or started by other threads).  Nothing is ever
+        queued, so ``cancel_futures`` has nothing to cancel; it is taken
+        for symmetry with BackgroundScheduler.  Harmless when called
+        again."""
+        with self._lock:
+            self._closed = True
+            running = [thread for thread in self._threads
+                       if thread is not threading.current_thread()]
+        if wait:
+            for thread in running:
+                thread.join()
 
 
 def task(scheduler):
     """Decorator: give a function ``fn.start(*args, **kwargs)`` that runs it
     on ``scheduler`` and returns the task id.  ``fn()`` stays a plain,
-    synchronous call."""
+    synchronous call.  ArgumentTypeError (a TypeError) when ``scheduler``
+    has no start()."""
     if not callable(getattr(scheduler, 'start', None)):
-        raise TypeError(
+        raise ArgumentTypeError(
             'task() takes a scheduler (an object with start()), not %r; '
             'write @task(scheduler), not @task' % (scheduler,))
 

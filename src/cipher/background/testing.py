@@ -40,10 +40,11 @@ def tearDownLogging(logger):
 
 @contextlib.contextmanager
 def immediate():
-    """Run jobs synchronously in the block: each job runs in the calling
-    thread when the caller's transaction commits (at once for
-    ``after_commit=False``), so a test can check its outcome right after
-    ``transaction.commit()`` with no waiting."""
+    """Run jobs synchronously in the block: each job runs when the
+    caller's transaction commits (at once for ``after_commit=False``), in
+    a fresh thread the caller waits for, so a test can check its outcome
+    right after ``transaction.commit()`` with no waiting, and the job
+    never sees the caller's site, interaction or transaction."""
     previous = set_scheduler(ImmediateScheduler())
     try:
         yield

@@ -11,36 +11,46 @@ asked to stop and given :data:`EXIT_GRACE_SECONDS` to finish their unit.
 """
 import logging
 import threading
-import time
 
 import transaction
-from zope.component.interfaces import ISite
+import ZODB
 from zope.interface import implementer
 
+from cipher.background import shutdown
+from cipher.background.context import ConnectionSlot
 from cipher.background.context import UnitOfWork
-from cipher.background.context import current_principal_id
+from cipher.background.context import check_thread_idle
 from cipher.background.context import database_identity
+from cipher.background.context import in_unit
+from cipher.background.context import is_site
 from cipher.background.context import load_site
-from cipher.background.context import lookup_principal
+from cipher.background.context import not_a_site_message
 from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ConfigurationError
+from cipher.background.errors import DatabaseClosed
 from cipher.background.errors import Interrupted
 from cipher.background.errors import NotASite
+from cipher.background.errors import OutcomeUnknown
 from cipher.background.errors import RetriesExhausted
 from cipher.background.errors import SiteNotFound
+from cipher.background.errors import ThreadBusy
 from cipher.background.interfaces import IBackgroundWorker
+from cipher.background.security import check_principal_id
+from cipher.background.security import check_user_for_site
+from cipher.background.security import current_principal_id
+from cipher.background.security import lookup_principal
+from cipher.background.shutdown import EXIT_GRACE_SECONDS  # noqa: F401
 from cipher.background.workerstatus import StatusRecord
 from cipher.background.workerstatus import now as _now
 
 
 log = logging.getLogger(__name__)
 
-#: Seconds that live workers get to finish their unit at interpreter exit.
-EXIT_GRACE_SECONDS = 10.0
+#: Errors after which no unit of a worker can ever run: it ends 'crashed'.
+_FATAL = (SiteNotFound, NotASite, DatabaseClosed)
 
 _live_workers = set()
 _live_lock = threading.Lock()
-_exit_hook_registered = False
 
 
 def workers():
@@ -49,40 +59,29 @@ def workers():
         return sorted(_live_workers, key=lambda w: w.name)
 
 
+class _Workers:
+    """The live workers, as a runner of :mod:`cipher.background.shutdown`."""
+
+    def request_stop(self):
+        for worker in workers():
+            worker._stop_event.set()
+
+    def join(self, deadline):
+        running = workers()
+        for worker in running:
+            if worker is not threading.current_thread():
+                worker.join(shutdown.remaining(deadline))
+        return [w for w in running if w.is_alive()]
+
+
+shutdown.register(_Workers())
+
+
 def stop_all(timeout=None):
-    """Ask every live worker to stop, then join them all within ``timeout``
-    seconds in total.  Returns the workers still alive afterwards."""
-    running = workers()
-    for worker in running:
-        worker._stop_event.set()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for worker in running:
-        if worker is threading.current_thread():
-            continue
-        remaining = (None if deadline is None
-                     else max(0.0, deadline - time.monotonic()))
-        worker.join(remaining)
-    return [w for w in running if w.is_alive()]
-
-
-def _stop_all_at_exit():
-    stop_all(EXIT_GRACE_SECONDS)
-
-
-def _register_exit_hook():
-    global _exit_hook_registered
-    with _live_lock:
-        if _exit_hook_registered:
-            return
-        _exit_hook_registered = True
-    # threading's own exit hooks run before non-daemon threads are joined
-    # and before daemon threads are killed, which is when a stop is still
-    # useful; atexit runs too late for non-daemon threads.
-    register = getattr(threading, '_register_atexit', None)
-    if register is None:  # pragma: no cover (Python builds without it)
-        import atexit
-        register = atexit.register
-    register(_stop_all_at_exit)
+    """Ask every live worker and job to stop, then wait for them within
+    ``timeout`` seconds in total.  Returns what is still alive: workers,
+    and the ids of jobs still running."""
+    return shutdown.stop_all(timeout)
 
 
 @implementer(IBackgroundWorker)
@@ -90,9 +89,10 @@ class BackgroundWorkerThread(threading.Thread):
     """A thread that works on a ZODB site as a user.
 
     Override ``scheduleNextWork()`` (wait for work with ``self.wait()``;
-    return False to end), ``doWork()`` and, if needed, ``doCleanup()``.
-    ``getSite(connection)`` and ``getPrincipal(principal_id)`` are the
-    override points for finding the site and the user.
+    return False to end), ``doWork()`` and, if needed, ``doCleanup()`` and
+    ``outcomeUnknown()``.  ``getSite(connection)`` and
+    ``getPrincipal(principal_id)`` are the override points for finding
+    the site and the user.
     """
 
     # %-templates over thread_name, class_name, site_name and user_name.
@@ -105,17 +105,22 @@ class BackgroundWorkerThread(threading.Thread):
     #: The IRetryPolicy for this class's units; None means the default.
     retry_policy = None
 
+    #: Seconds to wait after a failed unit before the next one, doubling
+    #: with each failure in a row up to ``failure_backoff_max``.
+    failure_backoff = 0.1
+    failure_backoff_max = 30.0
+
     def __init__(self, site_db, site_oid, site_name, user_name, daemon=True,
                  retry_policy=None):
-        if not isinstance(site_oid, bytes) or len(site_oid) != 8:
+        # A real database takes 8-byte OIDs only; a stand-in database (the
+        # stubs of cipher.background 2.0's tests) may use any key.
+        if site_oid is None or isinstance(site_db, ZODB.DB) and not (
+                isinstance(site_oid, bytes) and len(site_oid) == 8):
             raise ConfigurationError(
                 'site_oid must be the 8-byte ZODB OID of a stored site '
                 '(site._p_oid), not %r; or use %s.forSite(site)' % (
                     site_oid, type(self).__name__))
-        if user_name is not None and not isinstance(user_name, str):
-            raise ConfigurationError(
-                'user_name must be a principal id (a str) or None, not %r'
-                % (user_name,))
+        check_principal_id(user_name)
         self.site_db = site_db
         self.site_oid = site_oid
         self.site_name = site_name
@@ -134,19 +139,21 @@ class BackgroundWorkerThread(threading.Thread):
         self._start_lock = threading.Lock()
         self._start_claimed = False
         self._status = StatusRecord(self.name)
+        self._slot = ConnectionSlot()
+        self._repeated = (None, 0)  # (the last failure's text, times)
 
     @classmethod
     def forSite(cls, site, user_name=None, daemon=True, **kwargs):
         """A worker for a stored site object, as ``user_name`` (default:
-        the principal of the current interaction)."""
+        the principal of the current interaction; SYSTEM to run
+        unchecked).  PrincipalRequired when there is no user and the site
+        checks security."""
         db, oid = database_identity(site, 'site')
-        if not ISite.providedBy(site):
-            raise NotASite(
-                '%r is not a site (it has no local site manager); pass the '
-                'site itself, or call setSiteManager() on it first'
-                % (site,))
+        if not is_site(site):
+            raise NotASite(not_a_site_message(site))
         if user_name is None:
             user_name = current_principal_id()
+        check_user_for_site(user_name, site)
         site_name = getattr(site, '__name__', None) or ''
         return cls(db, oid, site_name, user_name, daemon=daemon, **kwargs)
 
@@ -187,8 +194,10 @@ class BackgroundWorkerThread(threading.Thread):
         """The principal the work runs as, or None for no participation.
 
         Called with the site set.  By default the id is looked up through
-        the site's IAuthentication utility; override for users stored as
-        persistent objects.  Raise PrincipalNotFound for an unknown id.
+        the site's IAuthentication utility (see
+        :func:`cipher.background.security.lookup_principal`); override for
+        users stored as persistent objects.  Raise PrincipalNotFound for
+        an unknown id.
         """
         return lookup_principal(principal_id)
 
@@ -206,6 +215,12 @@ class BackgroundWorkerThread(threading.Thread):
     def doCleanup(self):
         """Runs after every doWork (also a failed one), in a transaction
         of its own, with the site set."""
+
+    def outcomeUnknown(self, error):
+        """Called when a unit's commit failed after the vote (``error`` is
+        the OutcomeUnknown): it may or may not be in the database, and it
+        is not retried.  Look and decide here; the default does nothing
+        more than the CRITICAL log line already written."""
 
     # -- status --
 
@@ -229,7 +244,14 @@ class BackgroundWorkerThread(threading.Thread):
 
     def wait(self, seconds):
         """Sleep up to ``seconds``: True when the time passed, False as
-        soon as the worker is stopped (at once if it already is)."""
+        soon as the worker is stopped (at once if it already is).
+
+        Between units, in the worker's own thread, the connection kept
+        from the last unit is closed first: a waiting worker holds no
+        connection.
+        """
+        if threading.current_thread() is self and not in_unit():
+            self._slot.release()
         return not self._stop_event.wait(seconds)
 
     def _claimStart(self):
@@ -256,7 +278,7 @@ class BackgroundWorkerThread(threading.Thread):
         self._launch()
 
     def _launch(self):
-        _register_exit_hook()
+        shutdown.arm_exit_hook()
         with _live_lock:
             _live_workers.add(self)
         self._update(state='starting', started=_now())
@@ -268,21 +290,23 @@ class BackgroundWorkerThread(threading.Thread):
             raise
 
     def startAfterCommit(self, transaction_manager=None):
-        """Start the thread when the current transaction commits; never if
-        it aborts (the status says 'dropped')."""
+        """Start the thread when the current transaction of
+        ``transaction_manager`` (default: the thread's) commits; never if
+        it aborts or the savepoint it was asked in is rolled back (the
+        status says 'dropped')."""
         self._claimStart()
-        txn = (transaction_manager or transaction.manager).get()
-        txn.addAfterCommitHook(self._afterCommit)
-        txn.addAfterAbortHook(self._afterAbort)
+        from cipher.background import aftercommit
+        manager = transaction_manager or transaction.manager
+        aftercommit.schedule(manager, self._afterCommit, self._dropped)
         self._update(state='pending-commit')
 
-    def _afterCommit(self, committed):
-        if committed and not self.stopped:
-            self._launch()
+    def _afterCommit(self):
+        if self.stopped:
+            self._dropped()
         else:
-            self._afterAbort()
+            self._launch()
 
-    def _afterAbort(self):
+    def _dropped(self):
         if self._status.state == 'pending-commit':
             self._stop_event.set()
             self._update(state='dropped')
@@ -300,27 +324,53 @@ class BackgroundWorkerThread(threading.Thread):
     def run(self):
         """The loop: schedule, work, clean up, until stopped."""
         try:
-            while not self.stopped:
-                self._update(state='waiting')
-                try:
-                    more = self.scheduleNextWork()
-                except Exception as exc:
-                    self.log.exception(
-                        'Exception in %s, thread terminated', self.name)
-                    self._update(state='crashed', **_error_fields(exc))
-                    return
-                if not more or not self._runUnit():
-                    break
-            self._update(state='stopped')
+            state = self._loop()
+            self._update(state=state)
         finally:
+            self._slot.release()
             self._stop_event.set()
             with _live_lock:
                 _live_workers.discard(self)
 
+    def _loop(self):
+        """Run units until the end; return the final state."""
+        failures = 0
+        while not self.stopped:
+            self._update(state='waiting')
+            try:
+                more = self.scheduleNextWork()
+            except Exception as exc:
+                self.log.exception(
+                    'Exception in %s, thread terminated', self.name)
+                self._update(**_error_fields(exc))
+                return 'crashed'
+            except BaseException as exc:
+                return self._interrupted(exc)
+            if not more:
+                break
+            outcome = self._runUnit(self._slot)
+            if outcome in _FINAL_STATES:
+                return outcome
+            if outcome == 'failed':
+                failures += 1
+                self._slot.release()
+                delay = min(self.failure_backoff_max,
+                            self.failure_backoff * 2 ** min(failures - 1, 30))
+                if not self.wait(delay):
+                    break
+            else:
+                failures = 0
+        return 'stopped'
+
     def runOnce(self):
         """One iteration in the calling thread (for tests): False when
         scheduleNextWork() said to end, else True after the unit ran.
-        Exceptions of scheduleNextWork() propagate."""
+
+        ThreadBusy, before anything runs, when the calling thread has a
+        site, an interaction or a transaction in progress.  Exceptions of
+        scheduleNextWork() propagate.
+        """
+        check_thread_idle('runOnce()')
         if not self.scheduleNextWork():
             return False
         self._runUnit()
@@ -331,31 +381,56 @@ class BackgroundWorkerThread(threading.Thread):
             self._update(state='working')
         self.doWork()
 
-    def _runUnit(self):
-        """Run doWork and doCleanup; False when the loop must end."""
-        uow = self.unit_of_work
+    def _runUnit(self, slot=None):
+        """Run doWork, then doCleanup; return 'done', 'failed', or a final
+        state of the worker ('stopped', 'crashed', 'interrupted')."""
+        outcome = self._runPart(self._work, self.getTransactionNote(), slot)
+        # Also after a stop during a retry wait ('stopped'): the cleanup
+        # gets its first attempt, and ends at once if that conflicts.
+        if outcome in ('done', 'failed', 'stopped') and self._hasCleanup():
+            cleanup = self._runPart(self.doCleanup, self.getCleanupNote(),
+                                    slot, cleanup=True)
+            if cleanup != 'done':
+                outcome = cleanup
+        if outcome in ('crashed', 'interrupted'):
+            self._update(state=outcome)
+        elif outcome == 'done':
+            self._count('units_done', last_run=_now())
+            self._repeated = (None, 0)
+        elif outcome == 'failed':
+            self._count('units_failed', last_run=_now())
+        return outcome
+
+    def _runPart(self, fn, note, slot, cleanup=False):
         try:
-            with uow.entered(on_error=self._logUnitError):
-                try:
-                    uow.attempt(self._work, note=self.getTransactionNote(),
-                                stop_event=self._stop_event,
-                                on_retry=self._onRetry)
-                finally:
-                    if self._hasCleanup():
-                        uow.attempt(self.doCleanup,
-                                    note=self.getCleanupNote(),
-                                    stop_event=self._stop_event,
-                                    on_retry=self._onRetry)
+            self.unit_of_work.run(
+                fn, note=note, stop_event=self._stop_event,
+                on_retry=self._onRetry, on_error=self._logUnitError,
+                slot=slot, principal_optional=cleanup)
+        except ThreadBusy:
+            raise
         except Interrupted:
-            return False
-        except (SiteNotFound, NotASite) as exc:
-            self._update(state='crashed', **_error_fields(exc))
-            return False
+            return 'stopped'
+        except _FATAL as exc:
+            self._update(**_error_fields(exc))
+            return 'crashed'
+        except OutcomeUnknown as exc:
+            self._count('units_outcome_unknown', **_error_fields(exc))
+            self.outcomeUnknown(exc)
+            return 'failed'
         except Exception as exc:
-            self._count('units_failed', **_error_fields(exc, last_run=True))
-            return True
-        self._count('units_done', last_run=_now())
-        return True
+            self._update(**_error_fields(exc))
+            return 'failed'
+        except BaseException as exc:
+            return self._interrupted(exc)
+        return 'done'
+
+    def _interrupted(self, exc):
+        self.log.error('%s interrupted by %s%s; thread terminated',
+                       self.name, type(exc).__name__,
+                       (': %s' % exc) if str(exc) else '')
+        self._update(**_error_fields(exc))
+        return 'interrupted'
 
     def _hasCleanup(self):
         # The default doCleanup does nothing: an empty transaction for it
@@ -368,22 +443,29 @@ class BackgroundWorkerThread(threading.Thread):
     def _logUnitError(self, exc):
         # Called while the connection is still open: reprs in the
         # traceback (and __traceback_info__) may need it.
-        if isinstance(exc, Interrupted):
-            return
-        if isinstance(exc, RetriesExhausted):
+        if isinstance(exc, OutcomeUnknown):
+            self.log.critical('%s: %s', self.name, exc)
+        elif isinstance(exc, RetriesExhausted):
             self.log.error('%s: %s', self.name, exc)
-        elif isinstance(exc, (SiteNotFound, NotASite)):
+        elif isinstance(exc, _FATAL):
             self.log.error('Exception in %s, thread terminated: %s',
                            self.name, exc)
         else:
-            self.log.exception('Exception in %s', self.name)
+            text = '%s: %s' % (type(exc).__name__, exc)
+            last, times = self._repeated
+            if text == last:
+                self._repeated = (text, times + 1)
+                self.log.error('Exception in %s (the same, %d times in a '
+                               'row): %s', self.name, times + 1, text)
+            else:
+                self._repeated = (text, 1)
+                self.log.exception('Exception in %s', self.name)
 
 
-def _error_fields(exc, last_run=False):
-    now = _now()
-    fields = dict(last_error='%s: %s' % (type(exc).__name__, exc),
-                  last_error_time=now)
-    if last_run:
-        fields['last_run'] = now
-    return fields
+#: What _runUnit returns when the worker must end.
+_FINAL_STATES = frozenset(['stopped', 'crashed', 'interrupted'])
 
+
+def _error_fields(exc):
+    return dict(last_error='%s: %s' % (type(exc).__name__, exc),
+                last_error_time=_now())

@@ -6,7 +6,6 @@ conflict.
 """
 import dataclasses
 import datetime
-import threading
 import time
 
 from zope.interface import implementer
@@ -24,6 +23,7 @@ class WorkerStatus:
     units_done: int = 0
     units_failed: int = 0
     conflicts_retried: int = 0
+    units_outcome_unknown: int = 0
     last_error: str = None
     last_error_time: datetime.datetime = None
     started: datetime.datetime = None
@@ -46,15 +46,18 @@ def _datetime(timestamp):
 
 
 class StatusRecord:
-    """The fields of a WorkerStatus, changed in place under a lock.
+    """The fields of a WorkerStatus, changed in place by the worker.
 
     A new frozen snapshot per change would cost more than a unit's commit
     on a fast storage; :meth:`snapshot` copies the fields out instead.
-    Times are given as :func:`now` floats.
+    There is no lock: only the worker's own thread changes the record
+    once it runs (before that, only the thread that starts it), a dict's
+    item assignments are atomic, and ``dict(fields)`` copies them in one
+    step, so readers always see values that were set.  Times are given
+    as :func:`now` floats.
     """
 
     def __init__(self, name):
-        self._lock = threading.Lock()
         self._fields = dataclasses.asdict(WorkerStatus(name=name))
 
     @property
@@ -62,18 +65,17 @@ class StatusRecord:
         return self._fields['state']
 
     def update(self, **changes):
-        with self._lock:
-            self._fields.update(changes)
+        self._fields.update(changes)
 
     def count(self, field, **changes):
         """Add 1 to the counter ``field`` and apply ``changes``."""
-        with self._lock:
-            self._fields[field] += 1
-            self._fields.update(changes)
+        fields = self._fields
+        fields[field] += 1
+        if changes:
+            fields.update(changes)
 
     def snapshot(self):
-        with self._lock:
-            fields = dict(self._fields)
+        fields = dict(self._fields)
         for name in _TIMES:
             fields[name] = _datetime(fields[name])
         return WorkerStatus(**fields)
