@@ -11,7 +11,34 @@ the wait by its grace time.
 """
 import collections
 import concurrent.futures
+import logging
 import threading
+
+log = logging.getLogger(__name__)
+
+_local = threading.local()   # .idle_hooks: of this pool thread
+
+
+def when_idle(key, fn):
+    """In a pool thread: call ``fn()`` once this thread runs out of work
+    (before it waits for more, or when the pool shuts down); a later call
+    with the same ``key`` replaces it.  Returns False, doing nothing,
+    outside a pool thread."""
+    hooks = getattr(_local, 'idle_hooks', None)
+    if hooks is None:
+        return False
+    hooks[key] = fn
+    return True
+
+
+def _run_hooks(hooks):
+    due = list(hooks.values())
+    hooks.clear()
+    for fn in due:
+        try:
+            fn()
+        except Exception:
+            log.exception('Error in an idle hook of a pool thread')
 
 
 class DaemonPool:
@@ -52,15 +79,27 @@ class DaemonPool:
             return len(self._queue)
 
     def _work(self):
+        _local.idle_hooks = hooks = {}
+        try:
+            self._loop(hooks)
+        finally:
+            _run_hooks(hooks)
+
+    def _loop(self, hooks):
         while True:
             with self._ready:
-                while not self._queue and not self._shut_down:
-                    self._idle += 1
-                    self._ready.wait()
-                    self._idle -= 1
-                if not self._queue:
-                    return  # shut down, and nothing left to do
-                future, fn, args = self._queue.popleft()
+                idle_now = not self._queue and hooks
+                if not idle_now:
+                    while not self._queue and not self._shut_down:
+                        self._idle += 1
+                        self._ready.wait()
+                        self._idle -= 1
+                    if not self._queue:
+                        return  # shut down, and nothing left to do
+                    future, fn, args = self._queue.popleft()
+            if idle_now:
+                _run_hooks(hooks)  # outside the lock, then look again
+                continue
             if not future.set_running_or_notify_cancel():
                 continue
             try:

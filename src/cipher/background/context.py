@@ -242,6 +242,7 @@ class Scope:
         self._slot = slot
         self._principal_optional = principal_optional
         self._site_set = self._interaction_set = False
+        self._participation = None
         self._token = None
         self._attempt = None  # (txn, watch) of the running attempt
         self._ended = False   # the attempt committed or aborted its txn
@@ -283,7 +284,8 @@ class Scope:
                 if not self._principal_optional:
                     raise
             else:
-                security.begin_interaction(self.principal)
+                self._participation = security.begin_interaction(
+                    self.principal)
                 self._interaction_set = True
         except BaseException as exc:
             self._leave(exc)
@@ -309,7 +311,7 @@ class Scope:
             finally:
                 if self._interaction_set:
                     self._interaction_set = False
-                    security.end_interaction()
+                    security.end_interaction(self._participation)
                 if self._site_set:
                     self._site_set = False
                     hooks.setSite(None)
@@ -440,7 +442,8 @@ class UnitOfWork:
             return None
         return load_site(connection, self.site_oid)
 
-    def entered(self, on_error=None, slot=None, principal_optional=False):
+    def entered(self, on_error=None, slot=None, principal_optional=False,
+                runner_thread=False):
         """Open a connection (or take the one kept in ``slot``), set the
         site, start the interaction: a context manager whose value is the
         :class:`Scope`.
@@ -452,8 +455,12 @@ class UnitOfWork:
         the exception propagates.  With ``principal_optional`` a principal
         that cannot be found leaves the block with no interaction at all
         (so checked code fails closed) instead of raising.
+        ``runner_thread`` says the caller is the runner that owns this
+        thread (a worker's loop, a pool thread), which leaves it idle
+        after every unit: the busy-thread check is skipped.
         """
-        check_thread_idle()
+        if not runner_thread:
+            check_thread_idle()
         return Scope(self, on_error, slot, principal_optional)
 
     def attempt(self, fn, note=None, user=None):
@@ -507,7 +514,8 @@ class UnitOfWork:
         return result
 
     def run(self, fn, note=None, user=None, stop_event=None, on_retry=None,
-            on_error=None, slot=None, principal_optional=False):
+            on_error=None, slot=None, principal_optional=False,
+            runner_thread=False):
         """Run ``fn()`` once, committed, in this context: enter, attempt,
         leave; on a transient error (on the way in, in ``fn`` or in the
         commit before the vote) leave, wait the policy's backoff and run it
@@ -521,6 +529,7 @@ class UnitOfWork:
         (never retried) when a commit failed after the vote; any other
         error propagates.  Nothing is held during a wait: the connection
         is closed (a ``slot`` is emptied) and the thread is idle.
+        ``slot`` and ``runner_thread`` are passed to :meth:`entered`.
         """
         policy = self.retry_policy
         attempts = None  # the retry bookkeeping, from the first failure on
@@ -528,8 +537,8 @@ class UnitOfWork:
             outcome = _Outcome(policy, on_error)
             try:
                 with self.entered(on_error=outcome.report, slot=slot,
-                                  principal_optional=principal_optional
-                                  ) as scope:
+                                  principal_optional=principal_optional,
+                                  runner_thread=runner_thread) as scope:
                     return self._attempt(scope, fn, note, user, outcome)
             except Exception as error:
                 if not outcome.is_transient(error):

@@ -70,7 +70,8 @@ class IUnitOfWork(Interface):
         '(an interaction with no participation).')
     retry_policy = Attribute('The IRetryPolicy for transient errors.')
 
-    def entered(on_error=None, slot=None, principal_optional=False):
+    def entered(on_error=None, slot=None, principal_optional=False,
+                runner_thread=False):
         """A context manager that, on entering, begins the thread's
         transaction, opens a connection (or takes the one kept in
         ``slot``), sets the site and begins an interaction for the
@@ -83,7 +84,10 @@ class IUnitOfWork(Interface):
         PrincipalRequired when the principal cannot be established;
         DatabaseClosed when no connection can be opened.
         ``on_error(exc)`` sees an exception leaving the block while the
-        connection is still open.
+        connection is still open.  ``slot`` (a ConnectionSlot) keeps the
+        connection open for the next unit of the same runner;
+        ``runner_thread`` skips the busy-thread check for the runner that
+        owns the thread.
         """
 
     def attempt(fn, note=None, user=None):
@@ -99,7 +103,8 @@ class IUnitOfWork(Interface):
         """
 
     def run(fn, note=None, user=None, stop_event=None, on_retry=None,
-            on_error=None, slot=None, principal_optional=False):
+            on_error=None, slot=None, principal_optional=False,
+            runner_thread=False):
         """``entered()`` and ``attempt()``, retried whole.
 
         A transient error on the way in, in ``fn`` or in the commit

@@ -22,6 +22,8 @@ from zope.component.hooks import getSite
 from cipher.background import aftercommit
 from cipher.background import jobstore as states
 from cipher.background import shutdown
+from cipher.background._pool import when_idle
+from cipher.background.context import ConnectionSlot
 from cipher.background.context import UnitOfWork
 from cipher.background.context import check_retry_policy
 from cipher.background.context import current_connection
@@ -54,6 +56,7 @@ _defaults = {'store': MemoryJobStore(), 'scheduler': None}
 #: The _Job running in this thread (a ContextVar: set and reset, so a job
 #: run at once inside another leaves the outer one current).
 _current_job = contextvars.ContextVar('cipher.background.job', default=None)
+_slots = threading.local()  # .slot: the ConnectionSlot of a pool thread
 #: Jobs not finished yet, by id: what a stop has to reach.
 _live = {}
 _live_lock = threading.Lock()
@@ -152,6 +155,8 @@ def _unmap(value, leaf):
 
 
 def _rebuilt(value, kind, convert):
+    if not value or not (kind in _SEQUENCES or kind is dict):
+        return value
     if kind in _SEQUENCES:
         items = [convert(item) for item in value]
         if all(new is old for new, old in zip(items, value)):
@@ -185,7 +190,8 @@ class _Job:
         self.kwargs = kwargs
         self.note = note
         self.store = store
-        self.refs = []
+        self.refs = []        # the _Refs of the arguments, until dispatch
+        self.by_oid = False   # are there any
         self.site = None      # a _Ref, while the site awaits its OID
         self.db = None
         self.principal_id = None
@@ -330,7 +336,9 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
     name = _name(fn)
     job = _Job(job_id, fn, name, args, kwargs,
                note or 'job %s (%s)' % (name, job_id), store)
-    job.refs = _collect_refs(args, kwargs)
+    if found:
+        job.refs = _collect_refs(args, kwargs)
+        job.by_oid = True
     job.principal_id = user
     job.retry_policy = retry_policy
     objects = ([site] if site is not None else []) + found
@@ -428,11 +436,22 @@ def _run(job):
         _forget(job)
 
 
+def _pool_slot():
+    """The connection kept by this pool thread between back-to-back jobs
+    (closed when the thread runs out of work), or None outside a pool."""
+    slot = getattr(_slots, 'slot', None)
+    if slot is None:
+        slot = _slots.slot = ConnectionSlot()
+    return slot if when_idle(_slots, slot.release) else None
+
+
 def _run_unit(job):
     store = job.store
+    slot = _pool_slot()
     try:
         result = job.uow.run(
             lambda: _call(job), note=job.note, stop_event=job.stop_event,
+            slot=slot, runner_thread=slot is not None,
             on_retry=lambda number, error, delay: _retrying(job, number),
             on_error=lambda exc: _log_failure(job, exc))
     except (JobCancelled, Interrupted):
@@ -469,6 +488,8 @@ def _log_failure(job, exc):
 def _call(job):
     if job.attempts > 1:  # _run() reported the first one
         job.store.transition(job.id, states.RUNNING, attempts=job.attempts)
+    if not job.by_oid:
+        return job.fn(*job.args, **job.kwargs)
     conn = current_connection()
     load = lambda ref: ref.load(conn)  # noqa: E731
     return job.fn(*_unmap(job.args, load), **_unmap(job.kwargs, load))

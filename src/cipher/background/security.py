@@ -153,14 +153,17 @@ def lookup_principal(principal_id):
 
 def begin_interaction(principal):
     """Begin this thread's interaction for ``principal`` (None: no
-    participation).  The thread must have none."""
+    participation) and return the participation (or None).  The thread
+    must have no interaction."""
     if principal is None:
         newInteraction()
-    else:
-        newInteraction(Participation(principal))
+        return None
+    participation = Participation(principal)
+    newInteraction(participation)
+    return participation
 
 
-def end_interaction():
+def end_interaction(participation=None):
     """End the interaction begun by :func:`begin_interaction` and give
     zope.security's "previous interaction" slot back what it held before.
 
@@ -168,6 +171,11 @@ def end_interaction():
     clears the current one when the slot was empty), and
     ``endInteraction()`` moves it back into the slot: no principal of the
     unit survives it in the thread, and only public calls are used.
+    The ``participation`` begin_interaction() returned is let go of its
+    interaction, breaking the cycle the security policy made between
+    them (which would otherwise wait for the garbage collector).
     """
     restoreInteraction()
     endInteraction()
+    if participation is not None:
+        participation.interaction = None

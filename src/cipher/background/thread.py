@@ -406,7 +406,8 @@ class BackgroundWorkerThread(threading.Thread):
             self.unit_of_work.run(
                 fn, note=note, stop_event=self._stop_event,
                 on_retry=self._onRetry, on_error=self._logUnitError,
-                slot=slot, principal_optional=cleanup)
+                slot=slot, principal_optional=cleanup,
+                runner_thread=slot is not None)  # run(): the loop's own
         except ThreadBusy:
             raise
         except Interrupted:
