@@ -6,7 +6,6 @@ import threading
 import pytest
 import transaction
 from zope.component import hooks
-from zope.interface.verify import verifyObject
 from zope.security.management import queryInteraction
 
 from cipher.background import jobs
@@ -16,8 +15,6 @@ from cipher.background.contextmanagers import ZopeSite
 from cipher.background.demo import Document
 from cipher.background.demo import Principal
 from cipher.background.errors import NotInJob
-from cipher.background.interfaces import IJobStatus
-from cipher.background.interfaces import IJobStore
 from cipher.background.jobs import cancel
 from cipher.background.jobs import current_job
 from cipher.background.jobs import get_progress

@@ -17,14 +17,7 @@ import ZODB
 from zope.interface import implementer
 
 from cipher.background import shutdown
-from cipher.background.context import ConnectionSlot
 from cipher.background.context import UnitOfWork
-from cipher.background.context import check_thread_idle
-from cipher.background.context import database_identity
-from cipher.background.context import in_unit
-from cipher.background.context import is_site
-from cipher.background.context import load_site
-from cipher.background.context import not_a_site_message
 from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import DatabaseClosed
@@ -35,11 +28,18 @@ from cipher.background.errors import RetriesExhausted
 from cipher.background.errors import SiteNotFound
 from cipher.background.errors import ThreadBusy
 from cipher.background.interfaces import IBackgroundWorker
+from cipher.background.scope import ConnectionSlot
+from cipher.background.scope import check_thread_idle
+from cipher.background.scope import in_unit
 from cipher.background.security import check_principal_id
 from cipher.background.security import check_user_for_site
 from cipher.background.security import current_principal_id
 from cipher.background.security import lookup_principal
 from cipher.background.shutdown import EXIT_GRACE_SECONDS  # noqa: F401
+from cipher.background.sites import database_identity
+from cipher.background.sites import is_site
+from cipher.background.sites import load_site
+from cipher.background.sites import not_a_site_message
 from cipher.background.workerstatus import StatusRecord
 from cipher.background.workerstatus import now as _now
 
