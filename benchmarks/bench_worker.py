@@ -14,6 +14,7 @@ from zope.security.management import endInteraction
 from zope.security.management import newInteraction
 
 from cipher.background import PeriodicBackgroundWorkerThread
+from cipher.background.context import ConnectionSlot
 from cipher.background.context import load_site
 
 
@@ -71,18 +72,33 @@ def _steps(db, site_oid):
     noted = (user, note)
     worker = Incrementer(db, site_oid, 'site', 'editor', units=10 ** 9)
     uow = worker.unit_of_work
+    kept = db.open()  # the baseline's own kept connection
+    slot = ConnectionSlot()
+
+    def kept_and_begun():
+        txn = transaction.begin()
+        txn.user, txn.description = noted
+        hooks.setSite(load_site(kept, site_oid))
+        newInteraction()
+        kept.root()['counter0'].value += 1
+        transaction.commit()
+        endInteraction()
+        hooks.setSite(None)
 
     def unit_of_work():
-        with uow.entered():
-            uow.attempt(worker.doWork, note=note)
+        uow.run(worker.doWork, note=note, slot=slot, runner_thread=True)
 
     return [('raw unit', _hand_made(db, site_oid)),
             ('+ user and note', _hand_made(db, site_oid, noted)),
             ('+ site', _hand_made(db, site_oid, noted, site=True)),
             ('+ interaction, no principal',
              _hand_made(db, site_oid, noted, site=True, interaction=True)),
-            ('UnitOfWork: + principal, retry', unit_of_work),
-            ('worker unit (_runUnit)', worker._runUnit)]
+            ('the same on a kept connection, begin() per unit',
+             kept_and_begun),
+            ('UnitOfWork.run, kept: + principal, commit watch, retry',
+             unit_of_work),
+            ('worker unit (_runUnit, kept connection)',
+             lambda: worker._runUnit(slot))]
 
 
 def breakdown(db, site_oid, units, reps):
@@ -126,8 +142,8 @@ def main():
     quick = options(__doc__).quick
     reps = 3 if quick else 7
     with temporary_folder() as folder:
-        for kind, units, target in [('mapping', 5000, 0.75),
-                                    ('file', 1000, 0.95)]:
+        for kind, units, target in [('mapping', 5000, 1.0),
+                                    ('file', 1000, 1.0)]:
             if quick:
                 units //= 5
             db = open_db(kind, folder)
