@@ -31,6 +31,8 @@ from cipher.background import process
 from cipher.background import task
 from cipher.background.cli import main as cli_main
 from cipher.background import MemoryJobStore
+from cipher.background import UnitOfWork
+from cipher.background import stop_all
 from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import BackgroundError
@@ -215,6 +217,28 @@ BAD_INPUT = [
      lambda e: e.worker(cls=PeriodicBackgroundWorkerThread,
                         interval=float('inf')),
      ConfigurationError, 'interval'),
+    ('stop_all with a text timeout', lambda e: stop_all('x'),
+     ArgumentTypeError, 'timeout'),
+    ('startAfterCommit with no manager',
+     lambda e: e.worker().startAfterCommit(5),
+     ArgumentTypeError, 'transaction manager'),
+    ('submit to a scheduler that is none',
+     lambda e: jobs.submit(_noop, site=e.site, user='editor', scheduler=5),
+     ArgumentTypeError, 'BackgroundScheduler()'),
+    ('set_scheduler not a scheduler', lambda e: jobs.set_scheduler(5),
+     ArgumentTypeError, 'with start()'),
+    ('get_progress of a list', lambda e: jobs.get_progress([]),
+     ArgumentTypeError, 'job id'),
+    ('unit of work runs a number',
+     lambda e: UnitOfWork(e.db, e.site_oid, 'editor').run(5),
+     ArgumentTypeError, 'expected a callable'),
+    ('submit an empty user',
+     lambda e: jobs.submit(_noop, site=e.site, user=''),
+     ConfigurationError, "not ''"),
+    ('submit after_commit text',
+     lambda e: jobs.submit(_noop, site=e.site, user='editor',
+                           after_commit='no'),
+     ArgumentTypeError, 'True or False'),
     ('runOnce in a busy thread',
      lambda e: e.busy_runOnce(),
      ThreadBusy, 'commit or abort the transaction'),

@@ -150,8 +150,16 @@ def test_a_failure_on_the_way_in_restores_everything(mapping_db):
                for info in mapping_db.connectionDebugInfo())
 
 
-def test_no_authentication_means_no_participation(mapping_db):
-    uow = UnitOfWork(mapping_db, None, 'anybody')
+def test_a_named_user_with_no_site_and_no_authentication_is_refused(
+        mapping_db):
+    ran = []
+    with pytest.raises(PrincipalNotFound, match='pass site='):
+        UnitOfWork(mapping_db, None, 'anybody').run(lambda: ran.append(1))
+    assert ran == []
+
+
+def test_no_user_and_no_authentication_means_no_participation(mapping_db):
+    uow = UnitOfWork(mapping_db, None, None)
     assert uow.run(lambda: queryInteraction().participations) == []
 
 

@@ -258,3 +258,27 @@ def test_system_units_are_noted_with_the_system_user(mapping_db):
                       work=lambda: None)
     worker.runOnce()
     assert worker.status.units_done == 1
+
+
+def test_a_job_that_swallows_the_refused_commit_still_fails_clearly(
+        mapping_db):
+    def sneaky():
+        from cipher.background import current_connection
+        current_connection().root()['sneaky'] = True
+        try:
+            transaction.commit()
+        except UnitTransactionEnded:
+            pass  # and carry on as if it had worked
+
+    add_site(mapping_db)
+    conn = mapping_db.open()
+    try:
+        job_id = jobs.submit(sneaky, site=conn.root()['site'], user='editor',
+                             after_commit=False,
+                             scheduler=ImmediateScheduler())
+    finally:
+        conn.close()
+    status = jobs.get_status(job_id)
+    assert status.state == 'failed'
+    assert status.error.startswith('UnitTransactionEnded')
+    assert read(mapping_db, lambda r: 'sneaky' in r) is False

@@ -94,8 +94,7 @@ def test_a_clean_thread_stays_clean_after_a_unit(mapping_db):
 
 def test_leaving_entered_with_uncommitted_changes_aborts_then_closes(
         mapping_db):
-    add_site(mapping_db)
-    uow = UnitOfWork(mapping_db, principal_id='editor')
+    uow = UnitOfWork(mapping_db, add_site(mapping_db), 'editor')
     with uow.entered() as scope:
         scope.connection.root()['unfinished'] = 1
     assert all(info['opened'] is None
@@ -267,3 +266,58 @@ def test_a_job_run_at_once_inside_another_leaves_the_outer_current(
     assert status.state == 'succeeded', status.error
     assert status.result == (True, 'test_isolation._inner')
     assert status.progress == 50
+
+
+# -- found by the review of this change --
+
+class Once(Touch):
+    def scheduleNextWork(self):
+        return not self.stopped and not self.status.units_done
+
+
+def test_startAfterCommit_follows_the_site_connections_manager(mapping_db):
+    add_site(mapping_db)
+    manager = transaction.TransactionManager(explicit=True)
+    conn = mapping_db.open(transaction_manager=manager)
+    try:
+        manager.begin()
+        worker = Once.forSite(conn.root()['site'], 'editor')
+        worker.startAfterCommit()  # no manager named: the site's
+        transaction.commit()  # the thread's default: not the request's
+        assert worker.status.state == 'pending-commit'
+        manager.commit()
+        worker.join(60)
+        assert worker.status.units_done == 1
+    finally:
+        conn.close()
+
+
+def test_an_explicit_manager_with_no_transaction_is_refused_cleanly(
+        mapping_db):
+    add_site(mapping_db)
+    manager = transaction.TransactionManager(explicit=True)
+    conn = mapping_db.open(transaction_manager=manager)
+    try:
+        manager.begin()
+        site = conn.root()['site']
+        manager.abort()  # the request is over
+        before = len(jobs.get_job_store())
+        with pytest.raises(ConfigurationError, match='no transaction begun'):
+            jobs.submit(_mark, ('late',), site=site, user='editor')
+        assert len(jobs.get_job_store()) == before  # no phantom job
+        worker = Once.forSite(site, 'editor')
+        with pytest.raises(ConfigurationError, match='no transaction begun'):
+            worker.startAfterCommit()
+        assert worker.status.state == 'new'  # and it can still start
+    finally:
+        conn.close()
+
+
+def test_stop_all_drops_workers_still_waiting_for_a_commit(mapping_db):
+    from cipher.background import stop_all
+    worker = Once(mapping_db, add_site(mapping_db), 'site', 'editor')
+    worker.startAfterCommit()
+    assert stop_all(60) == []
+    transaction.commit()
+    assert worker.status.state == 'dropped'
+    assert worker.ident is None

@@ -5,7 +5,9 @@ reduced to one of them."""
 import pytest
 import transaction
 from zope.component import hooks
+from zope.security.management import endInteraction
 from zope.security.management import queryInteraction
+from zope.security.management import restoreInteraction
 from zope.security.management import system_user
 from zope.site.folder import Folder
 from zope.site.site import LocalSiteManager
@@ -19,6 +21,7 @@ from cipher.background.demo import Principal
 from cipher.background.demo import make_site
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import NotASite
+from cipher.background.errors import PrincipalNotFound
 from cipher.background.errors import PrincipalRequired
 from cipher.background.startup import SiteWorkers
 from cipher.background.testing import immediate
@@ -206,3 +209,56 @@ def test_one_principal_in_several_participations_is_that_principal(
     finally:
         conn.close()
     assert read(mapping_db, lambda r: r['site'].__name__) == 'site'
+
+
+# -- found by the review of this change --
+
+def test_a_job_of_a_named_user_without_a_site_is_refused_not_unchecked(
+        mapping_db):
+    """The caller's interaction names 'editor' but no site is set: nothing
+    says where that user lives, so the job is refused at the call."""
+    add_site(mapping_db)
+    conn = mapping_db.open()
+    try:
+        doc = conn.root()['site']['doc']
+        with ZopeInteraction(Participation(Principal('editor'))):
+            with pytest.raises(PrincipalNotFound, match='pass site='):
+                jobs.perform(_who, doc)
+        transaction.commit()
+    finally:
+        transaction.abort()
+        conn.close()
+
+
+class OverrideAnswersNone(OneUnit):
+    def getPrincipal(self, principal_id):
+        return None  # a broken override
+
+
+def test_a_getPrincipal_override_answering_none_never_runs_unchecked(
+        mapping_db):
+    worker = OverrideAnswersNone(mapping_db, add_site(mapping_db), 'site',
+                                 'mallory')
+    worker.runOnce()
+    assert worker.seen == []
+    assert 'PrincipalNotFound' in worker.status.last_error
+
+
+class EndsItsInteraction(OneUnit):
+    def doWork(self):
+        super().doWork()
+        endInteraction()  # user code that ends the unit's interaction
+
+
+def test_a_unit_that_ends_its_own_interaction_leaves_no_principal(
+        mapping_db):
+    worker = EndsItsInteraction(mapping_db, add_site(mapping_db), 'site',
+                                'editor')
+    worker.runOnce()
+    restoreInteraction()  # nothing of the unit may come back
+    assert queryInteraction() is None
+
+
+def test_an_empty_user_id_is_refused(mapping_db):
+    with pytest.raises(ConfigurationError, match="not ''"):
+        OneUnit(mapping_db, add_site(mapping_db), 'site', '')

@@ -4,6 +4,7 @@ The public names, re-exported from the modules that own them.
 """
 from cipher.background.context import UnitOfWork
 from cipher.background.context import current_connection
+from cipher.background.context import renew_transaction
 from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
@@ -96,6 +97,7 @@ __all__ = [
     'SYSTEM',
     'UnitOfWork',
     'current_connection',
+    'renew_transaction',
     'RetryPolicy',
     'ZodbConnection',
     'ZopeInteraction',

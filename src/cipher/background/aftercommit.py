@@ -13,16 +13,44 @@ storages have finished their commit), and takes part in savepoints.
 """
 import logging
 
+from transaction.interfaces import NoTransaction
+
+from cipher.background.errors import ArgumentTypeError
+from cipher.background.errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 _KEY = object()  # the key of the pending hand-offs in Transaction.data()
 
 
+def current_transaction(manager):
+    """The transaction of ``manager`` that a hand-off will wait for.
+
+    ArgumentTypeError for something that is no transaction manager;
+    ConfigurationError for an explicit manager with no transaction begun
+    (nothing would ever commit it)."""
+    if not callable(getattr(manager, 'get', None)):
+        raise ArgumentTypeError(
+            'expected a transaction manager (such as transaction.manager, '
+            'or the transaction_manager of your connection), not %r'
+            % (manager,))
+    try:
+        return manager.get()
+    except NoTransaction:
+        raise ConfigurationError(
+            'the explicit transaction manager %r has no transaction begun, '
+            'so no commit would ever release this work; ask for it inside '
+            'the request\'s transaction (after manager.begin()), or run it '
+            'at once' % (manager,)) from None
+
+
 def schedule(manager, on_commit, on_drop):
     """Call ``on_commit()`` after the current transaction of ``manager``
     commits; ``on_drop()`` if it aborts or the savepoint it was scheduled
-    after is rolled back.  Neither may raise (errors are logged)."""
-    txn = manager.get()
+    after is rolled back.  Neither may raise (errors are logged).  Raises
+    what :func:`current_transaction` raises, before anything is
+    scheduled."""
+    txn = current_transaction(manager)
     try:
         pending = txn.data(_KEY)
     except KeyError:

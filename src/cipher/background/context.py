@@ -21,6 +21,7 @@ from zope.component import hooks
 from zope.interface import implementer
 
 from cipher.background import security
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
 from cipher.background.errors import OutcomeUnknown
@@ -173,7 +174,8 @@ class UnitOfWork:
         try:
             result = fn()
             txn, watch = scope._attempt  # renew_transaction() may change it
-            if watch.aborted or manager.get() is not txn:
+            if (watch.aborted or watch.refused
+                    or manager.get() is not txn):
                 raise ended_by_user_code()
             watch.ours = True
             scope._ended = True  # committed, or aborted below
@@ -213,6 +215,9 @@ class UnitOfWork:
         is closed (a ``slot`` is emptied) and the thread is idle.
         ``slot`` and ``runner_thread`` are passed to :meth:`entered`.
         """
+        if not callable(fn):
+            raise ArgumentTypeError('expected a callable to run in the unit, '
+                                    'not %r' % (fn,))
         policy = self.retry_policy
         attempts = None  # the retry bookkeeping, from the first failure on
         while True:

@@ -23,6 +23,7 @@ from cipher.background._jobargs import from_refs
 from cipher.background._jobargs import result_oids
 from cipher.background._pool import when_idle
 from cipher.background.context import UnitOfWork
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
 from cipher.background.errors import JobCancelled
@@ -69,10 +70,20 @@ def get_scheduler():
         return _defaults['scheduler']
 
 
+def check_scheduler(scheduler):
+    """ArgumentTypeError unless ``scheduler`` is an IScheduler."""
+    if not callable(getattr(scheduler, 'start', None)):
+        raise ArgumentTypeError(
+            'expected a scheduler (such as BackgroundScheduler(), with '
+            'start()), not %r' % (scheduler,))
+
+
 def set_scheduler(scheduler):
     """Run new jobs on ``scheduler`` (an IScheduler, or None for the
     default); return the previous one.  For another pool size:
     ``set_scheduler(BackgroundScheduler(max_workers=8))``."""
+    if scheduler is not None:
+        check_scheduler(scheduler)
     with _defaults_lock:
         previous, _defaults['scheduler'] = _defaults['scheduler'], scheduler
     return previous

@@ -179,8 +179,14 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
             'current site, no site=, no stored persistent argument and no '
             'db=; pass db= (and site=) explicitly')
     check_retry_policy(retry_policy)
+    if not isinstance(after_commit, bool):
+        raise ArgumentTypeError('after_commit must be True or False, not %r'
+                                % (after_commit,))
+    if scheduler is not None:
+        runtime.check_scheduler(scheduler)
     if after_commit:
         manager = _choose_manager(objects, transaction_manager)
+        aftercommit.current_transaction(manager)  # refuse before recording
         runtime.track(job, states.PENDING_COMMIT)
         aftercommit.schedule(
             manager, lambda: runtime.after_commit(job, scheduler),
@@ -275,23 +281,30 @@ def wait_for(find, tries=20, interval=0.05, connection=None):
 
 # -- from anywhere --
 
+def _checked(job_id):
+    if not isinstance(job_id, str):
+        raise ArgumentTypeError('a job id is the str perform() returned, '
+                                'not %r' % (job_id,))
+    return job_id
+
+
 def get_status(job_id):
     """The IJobStatus of ``job_id`` (state 'unknown' for unknown ids)."""
-    return get_job_store().get(job_id)
+    return get_job_store().get(_checked(job_id))
 
 
 def wait(job_id, timeout=None):
     """Wait until the job is finished; return its final status.
 
     WaitTimeout when ``timeout`` seconds pass first."""
-    return get_job_store().wait(job_id, timeout)
+    return get_job_store().wait(_checked(job_id), timeout)
 
 
 def get_progress(job_id):
     """TurboGears-style progress: ``(-1, None)`` while waiting to run,
     ``(value, data)`` while running (value 0 before any report), None when
     finished or unknown."""
-    status = get_job_store().get(job_id)
+    status = get_job_store().get(_checked(job_id))
     if status.state in (states.PENDING_COMMIT, states.QUEUED):
         return (-1, None)
     if status.state in (states.RUNNING, states.RETRYING):
@@ -305,5 +318,5 @@ def cancel(job_id):
     told, and stops at its next set_progress() or check_cancelled() (or
     at once, when it is waiting to retry).  Returns True if the job could
     be cancelled, False if it had finished or is unknown."""
-    return runtime.cancel_job(get_job_store(), job_id,
+    return runtime.cancel_job(get_job_store(), _checked(job_id),
                               runtime.live_job(job_id))

@@ -168,7 +168,7 @@ class Scope:
         self._slot = slot
         self._principal_optional = principal_optional
         self._site_set = self._interaction_set = False
-        self._participation = None
+        self._participation = self._interaction = None
         self._token = None
         self._attempt = None  # (txn, watch) of the running attempt
         self._ended = False   # the attempt committed or aborted its txn
@@ -206,12 +206,15 @@ class Scope:
                 self._site_set = True
             try:
                 self.principal = uow._getPrincipal(uow.principal_id)
+                security.check_principal_found(self.principal,
+                                               uow.principal_id)
             except Exception:
                 if not self._principal_optional:
                     raise
             else:
                 self._participation = security.begin_interaction(
                     self.principal)
+                self._interaction = security.queryInteraction()
                 self._interaction_set = True
         except BaseException as exc:
             self._leave(exc)
@@ -237,7 +240,8 @@ class Scope:
             finally:
                 if self._interaction_set:
                     self._interaction_set = False
-                    security.end_interaction(self._participation)
+                    security.end_interaction(self._participation,
+                                             self._interaction)
                 if self._site_set:
                     self._site_set = False
                     hooks.setSite(None)
@@ -259,13 +263,14 @@ class CommitWatch:
 
     def __init__(self, manager):
         self.transaction_manager = manager
-        self.ours = self.voted = self.aborted = False
+        self.ours = self.voted = self.aborted = self.refused = False
 
     def sortKey(self):
         return '\U0010ffff cipher.background commit watch'
 
     def tpc_begin(self, txn):
         if not self.ours:
+            self.refused = True
             raise UnitTransactionEnded(
                 "the unit's transaction was committed by the code it runs; "
                 'a unit commits once, itself, with its user and note, and '

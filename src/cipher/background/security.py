@@ -11,14 +11,21 @@ The rule: work never runs with more rights than the person who asked.
 * Work with no user on a site that reaches an authentication utility is
   refused (PrincipalRequired): it would run with every permission.  To run
   unchecked on purpose, name :data:`SYSTEM` as the user.
-* Where no authentication utility is reachable at all (a plain ZODB
-  application), there is nobody to check: work runs as cipher.background
-  2.0 ran it, in an interaction with no participation, and the user name
-  goes into the transaction history only.
+* Where the work's site reaches no authentication utility (a plain ZODB
+  application, or the stub sites of 2.0's tests), there is nobody to
+  check: work runs as cipher.background 2.0 ran it, in an interaction
+  with no participation, and the user name goes into the transaction
+  history only.  Work for a named user with *no site at all* and no
+  global authentication utility is refused (PrincipalNotFound): nothing
+  says where that user lives, and running it unchecked would give it
+  every permission.
+* A ``getPrincipal()`` override that answers None for a named user on a
+  site that checks security is PrincipalNotFound too, never a run.
 """
 from zope.authentication.interfaces import IAuthentication
 from zope.authentication.interfaces import PrincipalLookupError
 from zope.component import getSiteManager
+from zope.component.hooks import getSite
 from zope.interface import implementer
 from zope.interface.interfaces import ComponentLookupError
 from zope.security.interfaces import IParticipation
@@ -80,14 +87,6 @@ def current_principal_id():
     return ids[0] if ids else None
 
 
-def check_principal_id(principal_id):
-    """ArgumentTypeError unless ``principal_id`` is a str or None."""
-    if principal_id is not None and not isinstance(principal_id, str):
-        raise ArgumentTypeError(
-            'the user must be a principal id (a str), SYSTEM, or None for '
-            'the current user, not %r' % (principal_id,))
-
-
 def authentication_utility(site=None):
     """The IAuthentication utility reachable from ``site`` (default: the
     current site, else the global registry), or None.
@@ -116,14 +115,38 @@ def _unnamed_user_message(auth):
             'cipher.background.SYSTEM to run unchecked on purpose' % (auth,))
 
 
+def check_principal_id(principal_id):
+    """ArgumentTypeError unless ``principal_id`` is a str or None;
+    ConfigurationError for the empty string."""
+    if principal_id is not None and not isinstance(principal_id, str):
+        raise ArgumentTypeError(
+            'the user must be a principal id (a str), SYSTEM, or None for '
+            'the current user, not %r' % (principal_id,))
+    if principal_id == '':
+        raise ConfigurationError(
+            "the user must be a principal id, not ''; name the user, pass "
+            'SYSTEM, or None for the current user')
+
+
+def _homeless_user_message(principal_id):
+    return ('cannot look up the user %r: the work has no site and no '
+            'authentication utility is registered globally, so it would '
+            'run with every permission; pass site= (the site whose users '
+            'it is), or SYSTEM to run unchecked on purpose' % (
+                principal_id,))
+
+
 def check_user_for_site(user, site):
     """In the caller: PrincipalRequired when ``user`` is None and ``site``
-    reaches an authentication utility (see the module's rule)."""
+    reaches an authentication utility; PrincipalNotFound when a named
+    user has no site to be looked up in (see the module's rule)."""
     check_principal_id(user)
     if user is None:
         auth = authentication_utility(site)
         if auth is not None:
             raise PrincipalRequired(_unnamed_user_message(auth))
+    elif user != SYSTEM and site is None and authentication_utility() is None:
+        raise PrincipalNotFound(_homeless_user_message(user))
 
 
 def lookup_principal(principal_id):
@@ -139,6 +162,8 @@ def lookup_principal(principal_id):
         return system_user
     auth = authentication_utility()
     if auth is None:
+        if principal_id is not None and getSite() is None:
+            raise PrincipalNotFound(_homeless_user_message(principal_id))
         return None
     if principal_id is None:
         raise PrincipalRequired(_unnamed_user_message(auth))
@@ -149,6 +174,19 @@ def lookup_principal(principal_id):
             'principal %r is unknown to the authentication utility %r of '
             'the site; start the work as an existing user, or register '
             'the principal' % (principal_id, auth)) from None
+
+
+def check_principal_found(principal, principal_id):
+    """In the runner, after a ``getPrincipal()`` (perhaps an override):
+    PrincipalNotFound when it answered None for a named user on a site
+    that checks security."""
+    if (principal is None and principal_id is not None
+            and authentication_utility() is not None):
+        raise PrincipalNotFound(
+            'getPrincipal(%r) found no principal on a site that checks '
+            'security; the work never runs unchecked: raise '
+            'PrincipalNotFound in getPrincipal(), or name an existing '
+            'user' % (principal_id,))
 
 
 def begin_interaction(principal):
@@ -163,7 +201,7 @@ def begin_interaction(principal):
     return participation
 
 
-def end_interaction(participation=None):
+def end_interaction(participation=None, interaction=None):
     """End the interaction begun by :func:`begin_interaction` and give
     zope.security's "previous interaction" slot back what it held before.
 
@@ -174,8 +212,17 @@ def end_interaction(participation=None):
     The ``participation`` begin_interaction() returned is let go of its
     interaction, breaking the cycle the security policy made between
     them (which would otherwise wait for the garbage collector).
+
+    If the code of the unit ended or replaced ``interaction`` itself, the
+    slot's old value cannot be had back with public calls: then both the
+    current interaction and the slot are cleared, so that no principal of
+    the unit is left behind either way.
     """
-    restoreInteraction()
-    endInteraction()
+    if interaction is None or queryInteraction() is interaction:
+        restoreInteraction()
+        endInteraction()
+    else:
+        endInteraction()  # the current one (if any) goes into the slot...
+        endInteraction()  # ...and out of it
     if participation is not None:
         participation.interaction = None

@@ -17,6 +17,8 @@ import atexit
 import threading
 import time
 
+from cipher.background.errors import ArgumentTypeError
+
 #: Seconds that live workers and jobs get, in all, to finish at exit.
 EXIT_GRACE_SECONDS = 10.0
 
@@ -44,6 +46,12 @@ def stop_all(timeout=None):
     """Ask all workers and jobs to stop, then wait for them up to
     ``timeout`` seconds in all; return those still alive (workers, and the
     ids of jobs still running)."""
+    if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not 0 <= timeout < float('inf')):
+        raise ArgumentTypeError(
+            'timeout must be None or a number of seconds >= 0, not %r'
+            % (timeout,))
     request_stop_all()
     deadline = None if timeout is None else time.monotonic() + timeout
     with _lock:

@@ -16,6 +16,7 @@ import transaction
 import ZODB
 from zope.interface import implementer
 
+from cipher.background import aftercommit
 from cipher.background import shutdown
 from cipher.background.context import UnitOfWork
 from cipher.background.errors import AlreadyStarted
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 _FATAL = (SiteNotFound, NotASite, DatabaseClosed)
 
 _live_workers = set()
+_pending_workers = set()  # waiting for a commit to start
 _live_lock = threading.Lock()
 
 
@@ -63,8 +65,10 @@ class _Workers:
     """The live workers, as a runner of :mod:`cipher.background.shutdown`."""
 
     def request_stop(self):
-        for worker in workers():
-            worker._stop_event.set()
+        with _live_lock:
+            pending = list(_pending_workers)
+        for worker in workers() + pending:
+            worker._stop_event.set()  # a pending one is dropped at commit
 
     def join(self, deadline):
         running = workers()
@@ -140,6 +144,7 @@ class BackgroundWorkerThread(threading.Thread):
         self._start_claimed = False
         self._status = StatusRecord(self.name)
         self._slot = ConnectionSlot()
+        self._site_manager = None  # forSite(): the site connection's
         self._repeated = (None, 0)  # (the last failure's text, times)
 
     @classmethod
@@ -155,7 +160,10 @@ class BackgroundWorkerThread(threading.Thread):
             user_name = current_principal_id()
         check_user_for_site(user_name, site)
         site_name = getattr(site, '__name__', None) or ''
-        return cls(db, oid, site_name, user_name, daemon=daemon, **kwargs)
+        worker = cls(db, oid, site_name, user_name, daemon=daemon, **kwargs)
+        worker._site_manager = getattr(site._p_jar, 'transaction_manager',
+                                       None)
+        return worker
 
     def _expand(self, template, **extra):
         try:
@@ -291,22 +299,31 @@ class BackgroundWorkerThread(threading.Thread):
 
     def startAfterCommit(self, transaction_manager=None):
         """Start the thread when the current transaction of
-        ``transaction_manager`` (default: the thread's) commits; never if
-        it aborts or the savepoint it was asked in is rolled back (the
-        status says 'dropped')."""
+        ``transaction_manager`` commits; never if it aborts or the
+        savepoint it was asked in is rolled back (the status says
+        'dropped').  The default manager is the one of the connection the
+        site was taken from by forSite() (pyramid_tm's explicit mode),
+        else the thread's."""
+        manager = (transaction_manager or self._site_manager
+                   or transaction.manager)
+        aftercommit.current_transaction(manager)  # refuse before claiming
         self._claimStart()
-        from cipher.background import aftercommit
-        manager = transaction_manager or transaction.manager
+        with _live_lock:
+            _pending_workers.add(self)
         aftercommit.schedule(manager, self._afterCommit, self._dropped)
         self._update(state='pending-commit')
 
     def _afterCommit(self):
+        with _live_lock:
+            _pending_workers.discard(self)
         if self.stopped:
             self._dropped()
         else:
             self._launch()
 
     def _dropped(self):
+        with _live_lock:
+            _pending_workers.discard(self)
         if self._status.state == 'pending-commit':
             self._stop_event.set()
             self._update(state='dropped')
