@@ -15,6 +15,7 @@ import logging
 
 from transaction.interfaces import NoTransaction
 
+from cipher.background._datamanager import LastDataManager
 from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import ConfigurationError
 
@@ -66,11 +67,13 @@ def _call(fn, what):
         log.exception('Could not %s background work', what)
 
 
-class _PendingHandOffs:
+class _PendingHandOffs(LastDataManager):
     """The data manager holding one transaction's hand-offs."""
 
+    name = 'hand-offs'
+
     def __init__(self, manager):
-        self.transaction_manager = manager
+        super().__init__(manager)
         self.items = []
         self.joined = False
 
@@ -85,9 +88,6 @@ class _PendingHandOffs:
         for _, on_drop in dropped:
             _call(on_drop, 'drop')
 
-    def sortKey(self):
-        return '\U0010ffff cipher.background hand-offs'
-
     def abort(self, txn):
         # Also what a rolled-back savepoint taken before this data manager
         # joined does: everything here came after it.
@@ -95,15 +95,6 @@ class _PendingHandOffs:
         self._drop_from(0)
 
     tpc_abort = abort
-
-    def tpc_begin(self, txn):
-        pass
-
-    def commit(self, txn):
-        pass
-
-    def tpc_vote(self, txn):
-        pass
 
     def tpc_finish(self, txn):
         items, self.items = self.items, []

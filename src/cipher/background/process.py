@@ -24,7 +24,7 @@ from cipher.background.errors import ProcessStartError
 #: The environment variable naming the run directory.
 RUNDIR_VARIABLE = 'CIPHER_BACKGROUND_RUNDIR'
 
-_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$')
+_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 _SIGNALS_THAT_END = {signal.SIGTERM, signal.SIGINT, signal.SIGKILL,
                      signal.SIGHUP, signal.SIGQUIT}
 
@@ -55,7 +55,7 @@ def default_rundir():
 
 
 def _check_name(name):
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigurationError(
             'process name %r is not usable as a file name: use 1-100 '
             'letters, digits, dots, dashes or underscores, starting with a '

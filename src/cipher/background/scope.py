@@ -18,6 +18,7 @@ from transaction.interfaces import TransientError
 from zope.component import hooks
 
 from cipher.background import security
+from cipher.background._datamanager import LastDataManager
 from cipher.background.errors import DatabaseClosed
 from cipher.background.errors import NotInUnit
 from cipher.background.errors import ThreadBusy
@@ -251,7 +252,7 @@ class Scope:
                     self.connection.close()
 
 
-class CommitWatch:
+class CommitWatch(LastDataManager):
     """A data manager joined to each attempt's transaction, sorting after
     every storage.
 
@@ -261,12 +262,11 @@ class CommitWatch:
     the outcome unknown.
     """
 
-    def __init__(self, manager):
-        self.transaction_manager = manager
-        self.ours = self.voted = self.aborted = self.refused = False
+    name = 'commit watch'
 
-    def sortKey(self):
-        return '\U0010ffff cipher.background commit watch'
+    def __init__(self, manager):
+        super().__init__(manager)
+        self.ours = self.voted = self.aborted = self.refused = False
 
     def tpc_begin(self, txn):
         if not self.ours:
@@ -285,21 +285,6 @@ class CommitWatch:
 
     def tpc_vote(self, txn):
         self.voted = True
-
-    def commit(self, txn):
-        pass
-
-    def tpc_finish(self, txn):
-        pass
-
-    def tpc_abort(self, txn):
-        pass
-
-    def savepoint(self):
-        return self
-
-    def rollback(self):  # the savepoint of this data manager
-        pass
 
 
 def ended_by_user_code():
