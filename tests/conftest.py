@@ -13,6 +13,9 @@ from zope.securitypolicy.principalpermission import (
     principalPermissionManager)
 from zope.securitypolicy.zopepolicy import ZopeSecurityPolicy
 
+from cipher.background.testing import setUpLogging
+from cipher.background.testing import tearDownLogging
+from cipher.background.thread import log as thread_log
 from cipher.background.thread import stop_all
 from helpers import TIMEOUT
 from helpers import ZEOServer
@@ -34,6 +37,14 @@ def clean_thread_state():
     still_alive = stop_all(timeout=TIMEOUT)
     assert not still_alive, 'workers did not stop: %r' % still_alive
     assert not leftovers, 'the test left %s behind' % ' and '.join(leftovers)
+
+
+@pytest.fixture
+def logged():
+    """What the worker threads log, as a StringIO."""
+    buf = setUpLogging(thread_log)
+    yield buf
+    tearDownLogging(thread_log)
 
 
 @pytest.fixture

@@ -33,6 +33,22 @@ class Touch(BackgroundWorkerThread):
         hooks.getSite()._p_jar.root()['touched'] = True
 
 
+class Once(Touch):
+    def scheduleNextWork(self):
+        return not self.stopped and not self.status.units_done
+
+
+@pytest.fixture
+def explicit(mapping_db):
+    """A connection to a database with a demo site, opened with an
+    explicit-mode transaction manager (pyramid_tm's recommended mode)."""
+    add_site(mapping_db)
+    manager = transaction.TransactionManager(explicit=True)
+    conn = mapping_db.open(transaction_manager=manager)
+    yield conn
+    conn.close()
+
+
 # -- 8: a busy thread is refused, untouched --
 
 def test_runOnce_with_a_pending_write_refuses_and_keeps_it(mapping_db):
@@ -110,43 +126,32 @@ def _mark(name):
     current_connection().root()[name] = True
 
 
-def test_jobs_follow_the_transaction_manager_of_the_callers_connection(
-        mapping_db):
-    add_site(mapping_db)
-    manager = transaction.TransactionManager(explicit=True)
-    conn = mapping_db.open(transaction_manager=manager)
-    try:
-        with immediate():
-            manager.begin()
-            site = conn.root()['site']
-            job_id = jobs.submit(_mark, ('explicit',), site=site,
-                                 user='editor')
-            transaction.commit()  # the thread's default: not the caller's
-            assert jobs.get_status(job_id).state == 'pending-commit'
-            manager.commit()
-        assert jobs.get_status(job_id).state == 'succeeded'
-        assert read(mapping_db, lambda r: r['explicit']) is True
-    finally:
-        conn.close()
+def test_jobs_follow_the_transaction_manager_of_the_callers_connection(explicit, mapping_db):
+    conn, manager = explicit, explicit.transaction_manager
+    with immediate():
+        manager.begin()
+        site = conn.root()['site']
+        job_id = jobs.submit(_mark, ('explicit',), site=site,
+                             user='editor')
+        transaction.commit()  # the thread's default: not the caller's
+        assert jobs.get_status(job_id).state == 'pending-commit'
+        manager.commit()
+    assert jobs.get_status(job_id).state == 'succeeded'
+    assert read(mapping_db, lambda r: r['explicit']) is True
 
 
-def test_a_failed_explicit_request_never_fires_later(mapping_db):
-    add_site(mapping_db)
-    manager = transaction.TransactionManager(explicit=True)
-    conn = mapping_db.open(transaction_manager=manager)
-    try:
-        with immediate():
-            manager.begin()
-            job_id = jobs.submit(_mark, ('failed',),
-                                 site=conn.root()['site'], user='editor')
-            manager.abort()  # the view raised
-            transaction.commit()  # an unrelated commit of the thread
-            manager.begin()
-            manager.commit()  # the next request
-        assert jobs.get_status(job_id).state == 'dropped'
-        assert read(mapping_db, lambda r: 'failed' in r) is False
-    finally:
-        conn.close()
+def test_a_failed_explicit_request_never_fires_later(explicit, mapping_db):
+    conn, manager = explicit, explicit.transaction_manager
+    with immediate():
+        manager.begin()
+        job_id = jobs.submit(_mark, ('failed',),
+                             site=conn.root()['site'], user='editor')
+        manager.abort()  # the view raised
+        transaction.commit()  # an unrelated commit of the thread
+        manager.begin()
+        manager.commit()  # the next request
+    assert jobs.get_status(job_id).state == 'dropped'
+    assert read(mapping_db, lambda r: 'failed' in r) is False
 
 
 def test_a_transaction_manager_that_disagrees_is_refused(mapping_db):
@@ -165,11 +170,6 @@ def test_a_transaction_manager_that_disagrees_is_refused(mapping_db):
 
 def test_startAfterCommit_follows_the_given_transaction_manager(mapping_db):
     site_oid = add_site(mapping_db)
-
-    class Once(Touch):
-        def scheduleNextWork(self):
-            return not self.stopped and not self.status.units_done
-
     manager = transaction.TransactionManager()
     worker = Once(mapping_db, site_oid, 'site', 'editor')
     worker.startAfterCommit(manager)
@@ -270,47 +270,31 @@ def test_a_job_run_at_once_inside_another_leaves_the_outer_current(
 
 # -- found by the review of this change --
 
-class Once(Touch):
-    def scheduleNextWork(self):
-        return not self.stopped and not self.status.units_done
+def test_startAfterCommit_follows_the_site_connections_manager(explicit, mapping_db):
+    conn, manager = explicit, explicit.transaction_manager
+    manager.begin()
+    worker = Once.forSite(conn.root()['site'], 'editor')
+    worker.startAfterCommit()  # no manager named: the site's
+    transaction.commit()  # the thread's default: not the request's
+    assert worker.status.state == 'pending-commit'
+    manager.commit()
+    worker.join(60)
+    assert worker.status.units_done == 1
 
 
-def test_startAfterCommit_follows_the_site_connections_manager(mapping_db):
-    add_site(mapping_db)
-    manager = transaction.TransactionManager(explicit=True)
-    conn = mapping_db.open(transaction_manager=manager)
-    try:
-        manager.begin()
-        worker = Once.forSite(conn.root()['site'], 'editor')
-        worker.startAfterCommit()  # no manager named: the site's
-        transaction.commit()  # the thread's default: not the request's
-        assert worker.status.state == 'pending-commit'
-        manager.commit()
-        worker.join(60)
-        assert worker.status.units_done == 1
-    finally:
-        conn.close()
-
-
-def test_an_explicit_manager_with_no_transaction_is_refused_cleanly(
-        mapping_db):
-    add_site(mapping_db)
-    manager = transaction.TransactionManager(explicit=True)
-    conn = mapping_db.open(transaction_manager=manager)
-    try:
-        manager.begin()
-        site = conn.root()['site']
-        manager.abort()  # the request is over
-        before = len(jobs.get_job_store())
-        with pytest.raises(ConfigurationError, match='no transaction begun'):
-            jobs.submit(_mark, ('late',), site=site, user='editor')
-        assert len(jobs.get_job_store()) == before  # no phantom job
-        worker = Once.forSite(site, 'editor')
-        with pytest.raises(ConfigurationError, match='no transaction begun'):
-            worker.startAfterCommit()
-        assert worker.status.state == 'new'  # and it can still start
-    finally:
-        conn.close()
+def test_an_explicit_manager_with_no_transaction_is_refused_cleanly(explicit, mapping_db):
+    conn, manager = explicit, explicit.transaction_manager
+    manager.begin()
+    site = conn.root()['site']
+    manager.abort()  # the request is over
+    before = len(jobs.get_job_store())
+    with pytest.raises(ConfigurationError, match='no transaction begun'):
+        jobs.submit(_mark, ('late',), site=site, user='editor')
+    assert len(jobs.get_job_store()) == before  # no phantom job
+    worker = Once.forSite(site, 'editor')
+    with pytest.raises(ConfigurationError, match='no transaction begun'):
+        worker.startAfterCommit()
+    assert worker.status.state == 'new'  # and it can still start
 
 
 def test_stop_all_drops_workers_still_waiting_for_a_commit(mapping_db):

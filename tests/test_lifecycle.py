@@ -12,21 +12,11 @@ from cipher.background import stop_all
 from cipher.background.demo import PublishWorker
 from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.scheduler import ImmediateScheduler
-from cipher.background.testing import setUpLogging
-from cipher.background.testing import tearDownLogging
 from cipher.background.thread import BackgroundWorkerThread
-from cipher.background.thread import log as thread_log
 from helpers import TIMEOUT
 from helpers import add_site
 from helpers import read
 from helpers import subprocess_env
-
-
-@pytest.fixture
-def logged():
-    buf = setUpLogging(thread_log)
-    yield buf
-    tearDownLogging(thread_log)
 
 
 # -- 13: failures on the way in --

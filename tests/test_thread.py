@@ -18,20 +18,10 @@ from cipher.background.errors import NotASite
 from cipher.background.errors import SiteNotFound
 from cipher.background.interfaces import IBackgroundWorker
 from cipher.background.interfaces import IWorkerStatus
-from cipher.background.testing import setUpLogging
-from cipher.background.testing import tearDownLogging
 from cipher.background.thread import BackgroundWorkerThread
-from cipher.background.thread import log as thread_log
 from helpers import TIMEOUT
 from helpers import add_site
 from helpers import read
-
-
-@pytest.fixture
-def logged():
-    buf = setUpLogging(thread_log)
-    yield buf
-    tearDownLogging(thread_log)
 
 
 class Units(BackgroundWorkerThread):

@@ -1,7 +1,6 @@
 """Worker units are retried on conflicts: real ones, on real storages."""
 import threading
 
-import pytest
 import transaction
 from persistent import Persistent
 from ZEO.Exceptions import ClientDisconnected
@@ -12,10 +11,7 @@ from ZODB.POSException import ConflictError
 from zope.component import hooks
 
 from cipher.background.retry import RetryPolicy
-from cipher.background.testing import setUpLogging
-from cipher.background.testing import tearDownLogging
 from cipher.background.thread import BackgroundWorkerThread
-from cipher.background.thread import log as thread_log
 from helpers import TIMEOUT
 from helpers import add_site
 from helpers import read
@@ -61,13 +57,6 @@ def recording_policy(**settings):
         delays.append(seconds)
         return False
     return RetryPolicy(sleep=sleep, random=lambda: 1.0, **settings), delays
-
-
-@pytest.fixture
-def logged():
-    buf = setUpLogging(thread_log)
-    yield buf
-    tearDownLogging(thread_log)
 
 
 def run_concurrently(db, threads, units):
