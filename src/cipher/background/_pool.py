@@ -1,7 +1,7 @@
 """A pool of daemon threads behind the BackgroundScheduler.
 
-Like ``concurrent.futures.ThreadPoolExecutor`` (``submit()`` returns a
-``Future``; ``shutdown(wait, cancel_futures)``), with one difference that
+Like ``concurrent.futures.ThreadPoolExecutor`` (a call's outcome goes to
+a ``Future``; ``shutdown(wait, cancel_futures)``), with one difference that
 matters at interpreter exit: its threads are daemon threads that Python
 does not join.  ThreadPoolExecutor's threads are joined before anything
 else runs at exit, so a job that never ends would hang the process before
@@ -54,10 +54,10 @@ class DaemonPool:
         self._idle = 0
         self._shut_down = False
 
-    def submit(self, fn, *args):
-        """Queue ``fn(*args)``; return its Future.  RuntimeError after
+    def submit(self, future, fn, *args):
+        """Queue ``fn(*args)``, whose outcome goes to ``future`` (a
+        ``concurrent.futures.Future``, pending).  RuntimeError after
         shutdown()."""
-        future = concurrent.futures.Future()
         with self._ready:
             if self._shut_down:
                 raise RuntimeError('cannot schedule new work after shutdown')
@@ -71,7 +71,6 @@ class DaemonPool:
                 thread.start()
             else:
                 self._ready.notify()
-        return future
 
     def waiting(self):
         """How many calls are queued and not started yet."""

@@ -139,10 +139,12 @@ def callable_name(fn):
 
 def track(job, state):
     """Record the new ``job`` in its store, in ``state``."""
-    shutdown.arm_exit_hook()
     job.store.add(job.id, job.name, state, principal=job.principal_id)
     with _live_lock:
+        first = not _live
         _live[job.id] = job
+    if first:  # work starts after a quiet spell (not once per job: costly)
+        shutdown.arm_exit_hook()
 
 
 def live_job(job_id):

@@ -37,11 +37,34 @@ Task = collections.namedtuple('Task', 'fn args kwargs')
 _pool_thread = threading.local()
 
 
+_ID_SIZE = 16
+_ID_BATCH = 256  # ids drawn from the system's random source at once
+_ids_lock = threading.Lock()
+_ids = {'bytes': b'', 'offset': 0}
+
+
 def new_id():
     """A fresh task or job id: 32 hex digits from the system's random
-    source, so unguessable and never reused (what uuid4().hex holds, at a
-    fifth of its cost)."""
-    return os.urandom(16).hex()
+    source, so unguessable and never reused (what uuid4().hex holds).
+
+    The bytes are drawn in batches: ``os.urandom()`` lets other threads
+    run while it is in the kernel, and once per id that made a burst of
+    submissions trade the interpreter with the pool thread at every job.
+    """
+    with _ids_lock:
+        offset = _ids['offset']
+        if offset == len(_ids['bytes']):
+            _ids['bytes'], offset = os.urandom(_ID_SIZE * _ID_BATCH), 0
+        _ids['offset'] = offset + _ID_SIZE
+        return _ids['bytes'][offset:offset + _ID_SIZE].hex()
+
+
+def _forget_ids():
+    """In a forked child: never hand out the parent's ids."""
+    _ids['bytes'], _ids['offset'] = b'', 0
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def _check_callable(fn, args, kwargs):
@@ -147,8 +170,9 @@ class _Tasks:
         self._started = True
 
     def _claim(self, task_id):
-        with self._lock:
-            return self._tasks[task_id]
+        # One dict lookup, atomic in itself: a lock here made the pool
+        # threads and the submitting thread queue up behind each other.
+        return self._tasks[task_id]
 
     def _finish(self, task_id):
         """Count the task as finished: let go of its arguments, forget the
@@ -207,15 +231,21 @@ class BackgroundScheduler(_Tasks):
         _check_callable(fn, args, kwargs)
         task = Task(fn, tuple(args), dict(kwargs or {}))
         task_id = new_id()
+        future = concurrent.futures.Future()
         with self._lock:
             self._check_open()
-            try:
-                future = self._pool.submit(self._run, task_id)
-            except RuntimeError as exc:
-                raise SchedulerShutDown(
-                    'the interpreter is shutting down: %r started nothing'
-                    % self) from exc
             self._register(task_id, task, future)
+        # Outside the lock, the pool's own lock is never taken inside it.
+        try:
+            self._pool.submit(future, self._run, task_id)
+        except RuntimeError as exc:  # the pool was shut down meanwhile
+            with self._lock:
+                self._tasks.pop(task_id, None)
+                self._futures.pop(task_id, None)
+            future.cancel()
+            raise SchedulerShutDown(
+                'the interpreter is shutting down: %r started nothing'
+                % self) from exc
         # Outside the lock: a callback of a done future runs at once.
         future.add_done_callback(
             functools.partial(self._finish_if_cancelled, task_id))
