@@ -13,6 +13,9 @@ from zope.securitypolicy.principalpermission import (
     principalPermissionManager)
 from zope.securitypolicy.zopepolicy import ZopeSecurityPolicy
 
+from cipher.background.host import DEFAULT_HOST
+from cipher.background.host import get_host
+from cipher.background.host import set_host
 from cipher.background.testing import setUpLogging
 from cipher.background.testing import tearDownLogging
 from cipher.background.thread import log as thread_log
@@ -24,7 +27,8 @@ from helpers import ZEOServer
 
 @pytest.fixture(autouse=True)
 def clean_thread_state():
-    """Fail a test that leaves a site, an interaction or a live worker."""
+    """Fail a test that leaves a site, an interaction, a host or a live
+    worker."""
     yield
     leftovers = []
     if hooks.getSite() is not None:
@@ -34,6 +38,9 @@ def clean_thread_state():
         leftovers.append('an interaction')
         endInteraction()
     transaction.abort()
+    if get_host() is not DEFAULT_HOST:
+        leftovers.append('a host other than the default')
+        set_host(None)
     still_alive = stop_all(timeout=TIMEOUT)
     assert not still_alive, 'workers did not stop: %r' % still_alive
     assert not leftovers, 'the test left %s behind' % ' and '.join(leftovers)

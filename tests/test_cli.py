@@ -130,7 +130,7 @@ def file_uri(tmp_path):
       '--worker', 'cli_workers:NotAWorker'], 1,
      'is not a BackgroundWorkerThread subclass'),
     (['worker', '--zodb', '{uri}', '--site', '/nowhere',
-      '--worker', 'cli_workers:PairWriter'], 1, 'no object at /nowhere'),
+      '--worker', 'cli_workers:PairWriter'], 1, "no 'nowhere' in the root"),
     (['worker', '--zodb', '{uri}', '--site', '/site/doc',
       '--worker', 'cli_workers:PairWriter'], 1, 'is not a site'),
     (['worker', '--zodb', '{uri}', '--site', '/site',

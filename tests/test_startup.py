@@ -82,7 +82,8 @@ def test_a_broken_declaration_is_logged_and_the_others_start(zcml,
         tearDownLogging(startup.log)
     assert "Could not start the background workers 'a-broken'" in \
         log.getvalue()
-    assert "KeyError: 'missing'" in log.getvalue()
+    assert "SiteNotFound: no 'missing' in the root (it holds 'site')" \
+        in log.getvalue()
     assert len(startup.startedWorkers()) == 1
 
 

@@ -4,6 +4,7 @@ The public names, re-exported from the modules that own them.
 """
 from cipher.background.context import UnitOfWork
 from cipher.background.context import current_connection
+from cipher.background.context import current_user_id
 from cipher.background.context import renew_transaction
 from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
@@ -42,6 +43,9 @@ from cipher.background.periodic import PeriodicBackgroundWorkerThread
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
+from cipher.background.host import ZopeSecurityHost
+from cipher.background.host import get_host
+from cipher.background.host import set_host
 from cipher.background.errors import NotASite
 from cipher.background.errors import PrincipalNotFound
 from cipher.background.errors import PrincipalRequired
@@ -97,12 +101,17 @@ __all__ = [
     'SYSTEM',
     'UnitOfWork',
     'current_connection',
+    'current_user_id',
     'renew_transaction',
     'RetryPolicy',
     'ZodbConnection',
     'ZopeInteraction',
     'ZopeSite',
     'ZopeTransaction',
+    # the host seam
+    'get_host',
+    'set_host',
+    'ZopeSecurityHost',
     # errors
     'BackgroundError',
     'ConfigurationError',

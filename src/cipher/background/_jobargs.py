@@ -36,9 +36,11 @@ class Ref:
                 % (self.obj,))
         self.obj = None  # never keep the caller's object past dispatch
 
-    def load(self, connection):
+    def load(self, connection, host):
+        """The object in ``connection``, as ``host`` (an IHost) loads
+        objects for user code."""
         try:
-            return connection.get(self.oid)
+            return host.load(connection, self.oid)
         except (POSKeyError, KeyError):
             raise ObjectNotStored(
                 'the persistent argument with OID %r is not in the database '

@@ -10,7 +10,6 @@ the library could ask it to stop; here the library's own exit handling
 the wait by its grace time.
 """
 import collections
-import concurrent.futures
 import logging
 import threading
 

@@ -20,6 +20,7 @@ import time
 
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import CommandError
+from cipher.background.host import get_host
 from cipher.background.security import SYSTEM
 
 #: Seconds workers get to finish their unit after SIGTERM or SIGINT.
@@ -138,17 +139,6 @@ def _worker_class(spec):
     return cls
 
 
-def _traverse(root, path):
-    obj = root
-    for part in [p for p in path.split('/') if p]:
-        try:
-            obj = obj[part]
-        except (KeyError, TypeError):
-            raise CommandError('no object at %s (%r is missing); check '
-                               '--site' % (path, part))
-    return obj
-
-
 def _worker(args):
     if args.threads < 1:
         raise _UsageError('--threads must be at least 1')
@@ -157,7 +147,7 @@ def _worker(args):
     try:
         conn = db.open()
         try:
-            site = _traverse(conn.root(), args.site)
+            site = get_host().find_site(conn, args.site)
             user = SYSTEM if args.system else args.user
             workers = [cls.forSite(site, user, daemon=True)
                        for _ in range(args.threads)]

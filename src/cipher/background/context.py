@@ -17,15 +17,16 @@ The runner's thread must be idle: a unit never touches a caller's site,
 interaction or transaction; it refuses (:class:`ThreadBusy`) instead.
 """
 import transaction
-from zope.component import hooks
 from zope.interface import implementer
 
-from cipher.background import security
 from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
 from cipher.background.errors import OutcomeUnknown
 from cipher.background.errors import RetriesExhausted
+from cipher.background.host import check_host
+from cipher.background.host import get_host
+from cipher.background.host import load_site
 from cipher.background.interfaces import IUnitOfWork
 from cipher.background.retry import DEFAULT_POLICY
 from cipher.background.scope import CommitWatch
@@ -34,21 +35,23 @@ from cipher.background.scope import Scope
 from cipher.background.scope import check_thread_idle
 from cipher.background.scope import current_connection
 from cipher.background.scope import current_scope
+from cipher.background.scope import current_user_id
 from cipher.background.scope import ended_by_user_code
 from cipher.background.scope import in_unit
 from cipher.background.scope import renew_transaction
 from cipher.background.security import Participation
+from cipher.background.security import check_principal_id
 from cipher.background.security import current_principal_id
 from cipher.background.security import lookup_principal
 from cipher.background.sites import database_identity
 from cipher.background.sites import is_site
-from cipher.background.sites import load_site
 from cipher.background.sites import not_a_site_message
 
 # The names of the unit-of-work context, wherever they are defined.
 __all__ = ['UnitOfWork', 'Scope', 'ConnectionSlot', 'Participation',
            'check_retry_policy', 'check_thread_idle', 'current_connection',
-           'current_principal_id', 'current_scope', 'database_identity',
+           'current_principal_id', 'current_scope', 'current_user_id',
+           'database_identity',
            'in_unit', 'is_site', 'load_site', 'lookup_principal',
            'not_a_site_message', 'renew_transaction']
 
@@ -72,35 +75,42 @@ class UnitOfWork:
     unchecked on purpose, or None where no security machinery is
     reachable (see :func:`~cipher.background.security.lookup_principal`).
     ``getSite(connection)`` and ``getPrincipal(principal_id)`` are
-    override points.
+    override points.  ``host`` (an IHost; default: the current one, see
+    :mod:`cipher.background.host`) finds the site and the principal and
+    sets the host's security in the runner.
     """
 
     def __init__(self, db, site_oid=None, principal_id=None,
-                 retry_policy=None, getSite=None, getPrincipal=None):
+                 retry_policy=None, getSite=None, getPrincipal=None,
+                 host=None):
         if not callable(getattr(db, 'open', None)):
             raise ConfigurationError(
                 'expected a ZODB database (an object with open()), got %r; '
                 'pass connection.db() or the DB you opened' % (db,))
         check_retry_policy(retry_policy)
-        security.check_principal_id(principal_id)
+        check_principal_id(principal_id)
+        if host is not None:
+            check_host(host)
+        self.host = host or get_host()
         self.db = db
         self.site_oid = site_oid
         self.principal_id = principal_id
         self.retry_policy = retry_policy or DEFAULT_POLICY
         self._getSite = getSite
-        self._getPrincipal = getPrincipal or lookup_principal
+        self._getPrincipal = getPrincipal or self.host.find_principal
 
     @classmethod
-    def capture(cls, site=None, db=None, user=None, **kw):
+    def capture(cls, site=None, db=None, user=None, host=None, **kw):
         """Capture the caller's context: the database and site from
-        ``site`` (default: the current local site), the principal id from
-        ``user`` (default: the current interaction's principal).
+        ``site`` (default: the host's current site), the principal id from
+        ``user`` (default: the host's current user).
 
         PrincipalRequired when no user is named or found and the site
         checks security.
         """
+        host = host or get_host()
         if site is None:
-            site = hooks.getSite()
+            site = host.current_site()
         site_oid = None
         if site is not None:
             site_db, site_oid = database_identity(site, 'site')
@@ -113,9 +123,9 @@ class UnitOfWork:
                 'cannot tell which database to use: there is no current '
                 'stored site; pass db= (and site=) explicitly')
         if user is None:
-            user = security.current_principal_id()
-        security.check_user_for_site(user, site)
-        return cls(db, site_oid, user, **kw)
+            user = host.current_user()
+        host.check_user(user, site)
+        return cls(db, site_oid, user, host=host, **kw)
 
     def getSite(self, connection):
         """The site object in ``connection``, or None when there is none."""
@@ -123,7 +133,7 @@ class UnitOfWork:
             return self._getSite(connection)
         if self.site_oid is None:
             return None
-        return load_site(connection, self.site_oid)
+        return load_site(connection, self.site_oid, self.host)
 
     def entered(self, on_error=None, slot=None, principal_optional=False,
                 runner_thread=False):
@@ -165,8 +175,7 @@ class UnitOfWork:
             user = self.principal_id
         manager = transaction.manager
         txn = manager.get()
-        # As txn.setUser(user, '/') and txn.note(note) would, cheaper.
-        txn.user = '/ %s' % user if user else ''
+        txn.user = self.host.transaction_user(user)
         txn.description = note.strip() if note else ''
         watch = CommitWatch(manager)
         txn.join(watch)

@@ -50,6 +50,79 @@ class IRetryPolicy(Interface):
         """
 
 
+class IHost(Interface):
+    """The host seam: how one kind of application (plain zope.security,
+    Zope with AccessControl, Pyramid) tells who and where background work
+    comes from, and how the runner restores it around each unit and job.
+
+    The caller side runs in the request (or script) that asks for work;
+    the runner side in the worker's or the pool's thread, inside the
+    unit's connection.  The core calls nothing host-specific but these.
+    ``cipher.background.host.set_host()`` chooses the host of new work;
+    the default is :class:`cipher.background.host.ZopeSecurityHost`.
+    """
+
+    name = Attribute("A short name for messages ('zope.security', ...).")
+
+    # -- the caller's side --
+
+    def current_user():
+        """The id of the user the caller runs as, or None (no user).
+        ConfigurationError when that cannot be told (several users)."""
+
+    def current_site():
+        """The site work started here belongs to by default, or None."""
+
+    def transaction_manager():
+        """The transaction manager the caller's work commits with when the
+        objects at hand do not say (None: the thread's)."""
+
+    def check_user(user, site):
+        """Refuse early, before anything is recorded: PrincipalRequired
+        when ``user`` is None and ``site`` checks security,
+        PrincipalNotFound when a named user cannot be looked up there."""
+
+    def is_site(obj):
+        """True when ``obj`` can be the site of background work."""
+
+    def not_a_site_message(obj):
+        """Why ``obj`` is not a site, and how to make it one in this
+        host."""
+
+    # -- the runner's side --
+
+    def load(connection, oid):
+        """The object ``oid`` of ``connection``, the way user code sees
+        objects in this host (Zope: acquisition-wrapped).  POSKeyError
+        or KeyError when it is not there."""
+
+    def find_site(connection, path):
+        """The site at ``path`` (a '/'-separated path as the host names
+        objects); SiteNotFound naming what was found, NotASite."""
+
+    def find_principal(principal_id):
+        """With the site set: the principal ``principal_id`` names (None:
+        no participation, only where nothing checks security).
+        PrincipalNotFound for an unknown id, PrincipalRequired for None
+        where security is checked."""
+
+    def check_principal(principal, principal_id):
+        """After a ``getPrincipal()`` override: PrincipalNotFound when it
+        answered None for a named user where security is checked."""
+
+    def begin_security(principal):
+        """Make this thread run as ``principal``; return a token for
+        :meth:`end_security`.  The thread has no security of its own."""
+
+    def end_security(token):
+        """Undo :meth:`begin_security`: nothing of the principal stays in
+        the thread (in zope.security's "previous" slot neither)."""
+
+    def transaction_user(principal_id):
+        """The transaction's ``user`` field for work of ``principal_id``,
+        written the way this host writes it for a request."""
+
+
 class IUnitOfWork(Interface):
     """The footing of background work: database, site and principal by
     reference, entered in the runner's thread.

@@ -105,6 +105,7 @@ class Job:
         self.site = None      # a Ref, while the site awaits its OID
         self.db = None
         self.principal_id = None
+        self.host = None      # the IHost current at submission
         self.retry_policy = None
         self.uow = None
         self.attempts = 1
@@ -128,7 +129,7 @@ class Job:
                     'the site of job %s belongs to another database than '
                     'its arguments; pass objects of one database' % self.id)
         self.uow = UnitOfWork(self.db, site_oid, self.principal_id,
-                              retry_policy=self.retry_policy)
+                              retry_policy=self.retry_policy, host=self.host)
 
 
 def callable_name(fn):
@@ -264,7 +265,8 @@ def _call(job):
     if not job.by_oid:
         return job.fn(*job.args, **job.kwargs)
     conn = current_connection()
-    load = lambda ref: ref.load(conn)  # noqa: E731
+    host = job.uow.host
+    load = lambda ref: ref.load(conn, host)  # noqa: E731
     return job.fn(*from_refs(job.args, load), **from_refs(job.kwargs, load))
 
 

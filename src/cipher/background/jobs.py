@@ -18,7 +18,6 @@ import time
 import transaction
 from persistent import Persistent
 from ZODB.POSException import POSKeyError
-from zope.component.hooks import getSite
 
 from cipher.background import aftercommit
 from cipher.background import jobruntime as runtime
@@ -34,6 +33,7 @@ from cipher.background.errors import NotASite
 from cipher.background.errors import NotInJob
 from cipher.background.errors import NotInUnit
 from cipher.background.errors import WaitTimeout
+from cipher.background.host import get_host
 from cipher.background.jobruntime import get_job_store
 from cipher.background.jobruntime import get_scheduler
 from cipher.background.jobruntime import set_job_store
@@ -43,10 +43,6 @@ from cipher.background.scheduler import new_id
 from cipher.background.scope import current_connection
 from cipher.background.scope import renew_transaction
 from cipher.background.security import check_principal_id
-from cipher.background.security import check_user_for_site
-from cipher.background.security import current_principal_id
-from cipher.background.sites import is_site
-from cipher.background.sites import not_a_site_message
 
 __all__ = ['perform', 'submit', 'current_job', 'check_cancelled',
            'set_progress', 'wait_for', 'get_status', 'wait', 'get_progress',
@@ -79,17 +75,18 @@ def _agreed(found, given, message):
     return distinct.popitem()[1] if distinct else None
 
 
-def _choose_manager(objects, transaction_manager):
+def _choose_manager(objects, transaction_manager, host):
     """The transaction manager whose commit releases the job: the one of
     the connections ``objects`` live in, which must agree with each other
-    and with ``transaction_manager`` if given; else the thread's."""
+    and with ``transaction_manager`` if given; else the host's (Pyramid:
+    the request's), else the thread's."""
     return _agreed(
         map(_manager_of, objects), _unwrapped(transaction_manager),
         'the site and persistent arguments of the job live in connections '
         'with different transaction managers (or not the '
         'transaction_manager= given); a job is released by one commit: '
         'pass objects of one connection, and its transaction manager'
-    ) or transaction.manager
+    ) or host.transaction_manager() or transaction.manager
 
 
 def perform(fn, *args, **kwargs):
@@ -141,10 +138,11 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
         raise ConfigurationError(
             'expected a ZODB database (an object with open()), got %r; '
             'pass connection.db() or the DB you opened' % (db,))
+    host = get_host()
     if site is None:
-        site = getSite()
-    if site is not None and not is_site(site):
-        raise NotASite(not_a_site_message(site))
+        site = host.current_site()
+    if site is not None and not host.is_site(site):
+        raise NotASite(host.not_a_site_message(site))
     if site is not None and not isinstance(site, Persistent) and getattr(
             site, '_p_jar', None) is None:
         raise ConfigurationError(
@@ -156,8 +154,8 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
     kwargs = to_refs(dict(kwargs or {}),
                   lambda obj: found.append(obj) or Ref(obj))
     if user is None:
-        user = current_principal_id()
-    check_user_for_site(user, site)
+        user = host.current_user()
+    host.check_user(user, site)
 
     store = get_job_store()
     job_id = new_id()
@@ -168,6 +166,7 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
         job.refs = collect_refs(args, kwargs)
         job.by_oid = True
     job.principal_id = user
+    job.host = host
     job.retry_policy = retry_policy
     objects = ([site] if site is not None else []) + found
     job.db = _database(objects, db)
@@ -185,7 +184,7 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
     if scheduler is not None:
         runtime.check_scheduler(scheduler)
     if after_commit:
-        manager = _choose_manager(objects, transaction_manager)
+        manager = _choose_manager(objects, transaction_manager, host)
         aftercommit.current_transaction(manager)  # refuse before recording
         runtime.track(job, states.PENDING_COMMIT)
         aftercommit.schedule(

@@ -23,6 +23,7 @@ from cipher.background.errors import DatabaseClosed
 from cipher.background.errors import NotInUnit
 from cipher.background.errors import ThreadBusy
 from cipher.background.errors import UnitTransactionEnded
+from cipher.background.sites import is_site
 
 
 #: The Scope of the unit running in this thread (or task), if any.
@@ -50,6 +51,13 @@ def current_connection():
     a job): what user code loads objects with when it has no site or
     persistent argument to start from.  NotInUnit outside one."""
     return current_scope().connection
+
+
+def current_user_id():
+    """The principal id the running unit of work (a worker's unit or a
+    job) runs for: the user who asked for it, SYSTEM, or None where no
+    user was named.  NotInUnit outside one."""
+    return current_scope().principal_id
 
 
 def renew_transaction():
@@ -160,7 +168,7 @@ class Scope:
     then the connection (closed, or kept in the slot).
     """
 
-    connection = site = principal = None
+    connection = site = principal = principal_id = None
 
     def __init__(self, unit_of_work, on_error=None, slot=None,
                  principal_optional=False):
@@ -168,8 +176,9 @@ class Scope:
         self._on_error = on_error
         self._slot = slot
         self._principal_optional = principal_optional
-        self._site_set = self._interaction_set = False
-        self._participation = self._interaction = None
+        self._site_set = False
+        self._security_set = False
+        self._security = None  # the host's token for end_security()
         self._token = None
         self._attempt = None  # (txn, watch) of the running attempt
         self._ended = False   # the attempt committed or aborted its txn
@@ -200,23 +209,24 @@ class Scope:
                 self._on_error(exc)
             raise
         try:
+            host = uow.host
             self.site = uow.getSite(self.connection)
-            if self.site is not None:
+            # A plain persistent root (Pyramid) is the work's site without
+            # being a zope.component one: nothing to set then.
+            if self.site is not None and is_site(self.site):
                 _ensure_hooks()
                 hooks.setSite(self.site)
                 self._site_set = True
+            self.principal_id = uow.principal_id
             try:
                 self.principal = uow._getPrincipal(uow.principal_id)
-                security.check_principal_found(self.principal,
-                                               uow.principal_id)
+                host.check_principal(self.principal, uow.principal_id)
             except Exception:
                 if not self._principal_optional:
                     raise
             else:
-                self._participation = security.begin_interaction(
-                    self.principal)
-                self._interaction = security.queryInteraction()
-                self._interaction_set = True
+                self._security = host.begin_security(self.principal)
+                self._security_set = True
         except BaseException as exc:
             self._leave(exc)
             raise
@@ -239,10 +249,10 @@ class Scope:
                 if not self._ended and transaction_in_progress():
                     transaction.abort()
             finally:
-                if self._interaction_set:
-                    self._interaction_set = False
-                    security.end_interaction(self._participation,
-                                             self._interaction)
+                if self._security_set:
+                    self._security_set = False
+                    token, self._security = self._security, None
+                    self._unit_of_work.host.end_security(token)
                 if self._site_set:
                     self._site_set = False
                     hooks.setSite(None)

@@ -1,11 +1,9 @@
-"""Finding the site of background work: what counts as a site, and
-loading it again by OID in the runner's connection."""
-from ZODB.POSException import POSKeyError
+"""What counts as a site of background work, in the default host, and
+the database identity of stored objects (loading them is the host's:
+:mod:`cipher.background.host`)."""
 from zope.component.interfaces import ISite
 
 from cipher.background.errors import ConfigurationError
-from cipher.background.errors import NotASite
-from cipher.background.errors import SiteNotFound
 
 
 def database_identity(obj, what='object'):
@@ -34,19 +32,3 @@ def not_a_site_message(obj):
             'setSiteManager(LocalSiteManager(obj)); Zope 2/5: '
             'Products.Five.component.enableSite or "Make site" in the ZMI)'
             % (obj,))
-
-
-def load_site(connection, site_oid):
-    """Load the site ``site_oid`` in ``connection``; raise SiteNotFound or
-    NotASite when it is not there or not a site."""
-    try:
-        site = connection.get(site_oid)
-    except (POSKeyError, KeyError):
-        raise SiteNotFound(
-            'no object with OID %r in the database: the site was removed or '
-            'never committed; start background work only after the '
-            "transaction that adds the site commits (use "
-            'startAfterCommit())' % (site_oid,)) from None
-    if not is_site(site):
-        raise NotASite(not_a_site_message(site))
-    return site

@@ -17,12 +17,11 @@ import threading
 
 from zope.component import adapter
 from zope.component import getUtilitiesFor
-from zope.component.interfaces import ISite
 from zope.interface import implementer
 from zope.processlifetime import IDatabaseOpenedWithRoot
 
 from cipher.background.errors import ConfigurationError
-from cipher.background.errors import NotASite
+from cipher.background.host import get_host
 from cipher.background.interfaces import IWorkerFactory
 from cipher.background.thread import EXIT_GRACE_SECONDS
 
@@ -35,7 +34,8 @@ _started_lock = threading.Lock()
 @implementer(IWorkerFactory)
 class SiteWorkers:
     """``count`` workers of ``worker_class`` for the site at ``site_path``
-    (a path from the database root, such as ``/site``), as ``user_name``.
+    (a path as the host names objects: from the database root, such as
+    ``/site``; in Zope from the application), as ``user_name``.
     Further keyword arguments go to the worker class."""
 
     def __init__(self, worker_class, site_path, user_name=None, count=1,
@@ -56,11 +56,7 @@ class SiteWorkers:
     def __call__(self, db):
         conn = db.open()
         try:
-            site = conn.root()
-            for name in [p for p in self.site_path.split('/') if p]:
-                site = site[name]
-            if not ISite.providedBy(site):
-                raise NotASite('%s is not a site' % self.site_path)
+            site = get_host().find_site(conn, self.site_path)
             return [self.worker_class.forSite(site, self.user_name,
                                               **self.kwargs)
                     for _ in range(self.count)]

@@ -32,15 +32,11 @@ from cipher.background.interfaces import IBackgroundWorker
 from cipher.background.scope import ConnectionSlot
 from cipher.background.scope import check_thread_idle
 from cipher.background.scope import in_unit
+from cipher.background.host import get_host
+from cipher.background.host import load_site
 from cipher.background.security import check_principal_id
-from cipher.background.security import check_user_for_site
-from cipher.background.security import current_principal_id
-from cipher.background.security import lookup_principal
 from cipher.background.shutdown import EXIT_GRACE_SECONDS  # noqa: F401
 from cipher.background.sites import database_identity
-from cipher.background.sites import is_site
-from cipher.background.sites import load_site
-from cipher.background.sites import not_a_site_message
 from cipher.background.workerstatus import StatusRecord
 from cipher.background.workerstatus import now as _now
 
@@ -115,7 +111,7 @@ class BackgroundWorkerThread(threading.Thread):
     failure_backoff_max = 30.0
 
     def __init__(self, site_db, site_oid, site_name, user_name, daemon=True,
-                 retry_policy=None):
+                 retry_policy=None, host=None):
         # A real database takes 8-byte OIDs only; a stand-in database (the
         # stubs of cipher.background 2.0's tests) may use any key.
         if site_oid is None or isinstance(site_db, ZODB.DB) and not (
@@ -133,7 +129,8 @@ class BackgroundWorkerThread(threading.Thread):
             self.retry_policy = retry_policy
         self.unit_of_work = UnitOfWork(
             site_db, site_oid, user_name, retry_policy=self.retry_policy,
-            getSite=self.getSite, getPrincipal=self.getPrincipal)
+            getSite=self.getSite, getPrincipal=self.getPrincipal, host=host)
+        self.host = self.unit_of_work.host
         super().__init__(name=self._expand(self.description), daemon=daemon)
         for template in (self.work_transaction_note,
                          self.cleanup_transaction_note):  # fail here, not
@@ -153,12 +150,13 @@ class BackgroundWorkerThread(threading.Thread):
         the principal of the current interaction; SYSTEM to run
         unchecked).  PrincipalRequired when there is no user and the site
         checks security."""
+        host = get_host()  # what the constructor's UnitOfWork takes too
         db, oid = database_identity(site, 'site')
-        if not is_site(site):
-            raise NotASite(not_a_site_message(site))
+        if not host.is_site(site):
+            raise NotASite(host.not_a_site_message(site))
         if user_name is None:
-            user_name = current_principal_id()
-        check_user_for_site(user_name, site)
+            user_name = host.current_user()
+        host.check_user(user_name, site)
         site_name = getattr(site, '__name__', None) or ''
         worker = cls(db, oid, site_name, user_name, daemon=daemon, **kwargs)
         worker._site_manager = getattr(site._p_jar, 'transaction_manager',
@@ -196,18 +194,18 @@ class BackgroundWorkerThread(threading.Thread):
     def getSite(self, connection):
         """The site in ``connection``; SiteNotFound or NotASite if the OID
         names no site."""
-        return load_site(connection, self.site_oid)
+        return load_site(connection, self.site_oid, self.host)
 
     def getPrincipal(self, principal_id):
         """The principal the work runs as, or None for no participation.
 
-        Called with the site set.  By default the id is looked up through
-        the site's IAuthentication utility (see
+        Called with the site set.  By default the worker's host finds it
+        (the default host: through the site's IAuthentication utility, see
         :func:`cipher.background.security.lookup_principal`); override for
         users stored as persistent objects.  Raise PrincipalNotFound for
         an unknown id.
         """
-        return lookup_principal(principal_id)
+        return self.host.find_principal(principal_id)
 
     # -- the extension points --
 
@@ -305,7 +303,7 @@ class BackgroundWorkerThread(threading.Thread):
         site was taken from by forSite() (pyramid_tm's explicit mode),
         else the thread's."""
         manager = (transaction_manager or self._site_manager
-                   or transaction.manager)
+                   or self.host.transaction_manager() or transaction.manager)
         aftercommit.current_transaction(manager)  # refuse before claiming
         self._claimStart()
         with _live_lock:
