@@ -10,7 +10,15 @@ def read(*names):
         return f.read()
 
 
-TESTS_REQUIRE = [
+PYRAMID_REQUIRE = [
+    'pyramid >= 2.0',
+    'pyramid_tm',
+]
+
+TESTS_REQUIRE = PYRAMID_REQUIRE + [
+    'pyramid_zodbconn',
+    'pyramid_retry',
+    'WebTest',
     'pytest >= 7',
     'pytest-timeout',
     'hypothesis',
@@ -33,6 +41,7 @@ setup(
     classifiers=[
         'Development Status :: 4 - Beta',
         'Framework :: ZODB',
+        'Framework :: Pyramid',
         'Framework :: Zope :: 5',
         'Intended Audience :: Developers',
         'Programming Language :: Python :: 3',
@@ -63,6 +72,7 @@ setup(
         'zodburi',
     ],
     extras_require={
+        'pyramid': PYRAMID_REQUIRE,
         'test': TESTS_REQUIRE,
     },
     entry_points={

@@ -97,7 +97,7 @@ class UnitOfWork:
         self.principal_id = principal_id
         self.retry_policy = retry_policy or DEFAULT_POLICY
         self._getSite = getSite
-        self._getPrincipal = getPrincipal or self.host.find_principal
+        self._getPrincipal = getPrincipal
 
     @classmethod
     def capture(cls, site=None, db=None, user=None, host=None, **kw):
@@ -126,6 +126,13 @@ class UnitOfWork:
             user = host.current_user()
         host.check_user(user, site)
         return cls(db, site_oid, user, host=host, **kw)
+
+    def getPrincipal(self, principal_id, site):
+        """The principal the work runs as (the ``getPrincipal`` override,
+        else the host's), with ``site`` loaded."""
+        if self._getPrincipal is not None:
+            return self._getPrincipal(principal_id)
+        return self.host.find_principal(principal_id, site)
 
     def getSite(self, connection):
         """The site object in ``connection``, or None when there is none."""

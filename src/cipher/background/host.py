@@ -69,7 +69,8 @@ class ZopeSecurityHost:
     def find_site(self, connection, path):
         return traverse(self, connection.root(), path)
 
-    def find_principal(self, principal_id):
+    def find_principal(self, principal_id, site):
+        # The site, a zope.component one, is set: lookups go through it.
         return security.lookup_principal(principal_id)
 
     def check_principal(self, principal, principal_id):

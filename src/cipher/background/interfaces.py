@@ -100,8 +100,9 @@ class IHost(Interface):
         """The site at ``path`` (a '/'-separated path as the host names
         objects); SiteNotFound naming what was found, NotASite."""
 
-    def find_principal(principal_id):
-        """With the site set: the principal ``principal_id`` names (None:
+    def find_principal(principal_id, site):
+        """With ``site`` (the unit's, or None) loaded and set where it is a
+        zope.component site: the principal ``principal_id`` names (None:
         no participation, only where nothing checks security).
         PrincipalNotFound for an unknown id, PrincipalRequired for None
         where security is checked."""

@@ -208,6 +208,9 @@ class Scope:
             if self._on_error is not None and isinstance(exc, Exception):
                 self._on_error(exc)
             raise
+        # Current from here on: getSite()/getPrincipal() overrides may ask
+        # for the connection and the site.
+        self._token = _current_scope.set(self)
         try:
             host = uow.host
             self.site = uow.getSite(self.connection)
@@ -219,7 +222,8 @@ class Scope:
                 self._site_set = True
             self.principal_id = uow.principal_id
             try:
-                self.principal = uow._getPrincipal(uow.principal_id)
+                self.principal = uow.getPrincipal(uow.principal_id,
+                                                  self.site)
                 host.check_principal(self.principal, uow.principal_id)
             except Exception:
                 if not self._principal_optional:
@@ -230,7 +234,6 @@ class Scope:
         except BaseException as exc:
             self._leave(exc)
             raise
-        self._token = _current_scope.set(self)
         return self
 
     def __exit__(self, exc_type, exc, traceback):

@@ -31,6 +31,7 @@ from cipher.background.errors import ThreadBusy
 from cipher.background.interfaces import IBackgroundWorker
 from cipher.background.scope import ConnectionSlot
 from cipher.background.scope import check_thread_idle
+from cipher.background.scope import current_scope
 from cipher.background.scope import in_unit
 from cipher.background.host import get_host
 from cipher.background.host import load_site
@@ -205,7 +206,7 @@ class BackgroundWorkerThread(threading.Thread):
         users stored as persistent objects.  Raise PrincipalNotFound for
         an unknown id.
         """
-        return self.host.find_principal(principal_id)
+        return self.host.find_principal(principal_id, current_scope().site)
 
     # -- the extension points --
 

@@ -1,0 +1,115 @@
+"""The Pyramid host, in a real Pyramid application (pyramid_tm,
+pyramid_zodbconn, pyramid_retry) driven through WebTest, in pyramid_tm's
+default and explicit transaction-manager modes."""
+import pytest
+import webtest
+
+import pyramid_app
+from cipher.background import jobs
+from cipher.background.host import DEFAULT_HOST
+from cipher.background.host import set_host
+from cipher.background.pyramid import PyramidHost
+from helpers import TIMEOUT
+
+
+@pytest.fixture(params=['default', 'explicit'])
+def app(request, tmp_path):
+    del pyramid_app.seen[:]
+    del pyramid_app.attempts[:]
+    wsgi = pyramid_app.make_app('file://%s' % (tmp_path / 'Data.fs'),
+                                explicit=request.param == 'explicit')
+    yield webtest.TestApp(wsgi)
+    set_host(None)
+    pyramid_app.close(wsgi)
+
+
+def _wait(job_id):
+    return jobs.wait(job_id, TIMEOUT)
+
+
+def test_include_makes_work_pyramid_work(app):
+    from cipher.background.host import get_host
+    assert isinstance(get_host(), PyramidHost)
+    assert get_host() is not DEFAULT_HOST
+
+
+def test_a_job_runs_after_commit_as_the_request_user(app):
+    job_id = app.post('/add', {'name': 'n1'},
+                      headers={'X-User': 'alice'}).json['job']
+    status = _wait(job_id)
+    assert status.state == 'succeeded', status.error
+    assert status.principal == 'alice'
+    # The job's own connection, no zope.component site (the root is a
+    # plain persistent mapping), and the user who asked.
+    assert pyramid_app.seen == [('n1', 'alice', None, True)]
+    assert app.get('/').json['n1'] == 'alice'
+
+
+def test_a_plain_root_is_the_site_of_a_job_without_arguments(app):
+    job_id = app.post('/count', headers={'X-User': 'bob'}).json['job']
+    status = _wait(job_id)
+    assert status.state == 'succeeded', status.error
+    assert app.get('/').json['count'] == 1
+    assert pyramid_app.seen == [('count', 'bob', None, None)]
+
+
+def test_a_job_of_a_failed_request_is_dropped_and_never_fired(app):
+    with pytest.raises(pyramid_app.Failed):
+        app.post('/fail', headers={'X-User': 'alice'})
+    failed = app.app.registry.failed_job
+    assert jobs.get_status(failed).state == 'dropped'
+    # A later request of the same thread commits: the dropped job stays
+    # dropped, and only the new one runs.
+    job_id = app.post('/add', {'name': 'later'},
+                      headers={'X-User': 'alice'}).json['job']
+    assert _wait(job_id).state == 'succeeded'
+    assert jobs.get_status(failed).state == 'dropped'
+    assert [text for text, *_ in pyramid_app.seen] == ['later']
+    assert 'failed' not in app.get('/').json
+
+
+def test_the_job_of_a_retried_attempt_is_dropped(app):
+    job_ids = app.post('/flaky', headers={'X-User': 'alice'}).json['jobs']
+    first, second = job_ids
+    assert _wait(second).state == 'succeeded'
+    assert jobs.get_status(first).state == 'dropped'
+    assert pyramid_app.seen == [('flaky', 'alice', None, True)]
+
+
+def test_a_worker_started_after_commit_runs_as_the_request_user(app):
+    app.get('/')  # a worker's site must be stored: the root is made here
+    app.post('/worker', headers={'X-User': 'bob'})
+    worker = app.app.registry.worker
+    worker.join(TIMEOUT)
+    assert worker.status.state == 'stopped'
+    assert worker.status.units_done == 1
+    assert app.get('/').json['worker'] == 'bob'
+
+
+def test_an_anonymous_request_starts_work_with_no_user(app):
+    job_id = app.post('/add', {'name': 'anon'}).json['job']
+    status = _wait(job_id)
+    assert status.state == 'succeeded', status.error
+    assert status.principal is None
+    assert app.get('/').json['anon'] is None
+
+
+def test_find_user_refuses_an_unknown_user(tmp_path):
+    del pyramid_app.seen[:]
+    wsgi = pyramid_app.make_app('file://%s' % (tmp_path / 'Data.fs'),
+                                find_user='pyramid_app:find_user')
+    try:
+        app = webtest.TestApp(wsgi)
+        known = app.post('/add', {'name': 'a'},
+                         headers={'X-User': 'alice'}).json['job']
+        unknown = app.post('/add', {'name': 'g'},
+                           headers={'X-User': 'ghost'}).json['job']
+        assert _wait(known).state == 'succeeded'
+        status = _wait(unknown)
+        assert status.state == 'failed'
+        assert "found no user 'ghost'" in status.error
+        assert app.get('/').json == {'a': 'alice', 'g': None}
+        assert [user for _, user, *_ in pyramid_app.seen] == ['alice']
+    finally:
+        set_host(None)
+        pyramid_app.close(wsgi)
