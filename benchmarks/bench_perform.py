@@ -9,8 +9,11 @@ costs, the part of the latency no scheduler can avoid.
 
 Throughput: no-op ZODB jobs (each one a connection, the site, an
 interaction and an empty transaction) started at once, against the raw
-unit loop.
+unit loop.  Beside it, the ceiling a thread pool of the same size sets
+before the library does anything: a ThreadPoolExecutor running bare
+units (open, empty commit, close) handed to it at once.
 """
+import concurrent.futures
 import threading
 import time
 
@@ -81,6 +84,25 @@ def noop_jobs(db, site_oid, count):
     return rate
 
 
+def _bare_unit(db):
+    """What any pool runs at the least for a ZODB job: a connection, an
+    empty commit, close."""
+    conn = db.open()
+    transaction.commit()
+    conn.close()
+
+
+def pooled_bare_units(db, count, threads):
+    """The ceiling a thread pool sets before the library does anything:
+    ``count`` bare units handed to a ThreadPoolExecutor of ``threads``
+    threads at once, per second."""
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        began = time.perf_counter()
+        for future in [pool.submit(_bare_unit, db) for _ in range(count)]:
+            future.result()
+        return count / (time.perf_counter() - began)
+
+
 def main():
     quick = options(__doc__).quick
     reps = 3 if quick else 7
@@ -90,6 +112,8 @@ def main():
             db = open_db(kind, folder)
             site_oid = prepare(db)
             p50, p99, opening, rate, raw = [], [], [], [], []
+            ceiling = []
+            threads = jobs.get_scheduler().max_workers
             for _ in range(reps):
                 latencies = commit_to_job_latencies(db, site_oid, samples)
                 p50.append(percentile(latencies, 0.5))
@@ -98,11 +122,14 @@ def main():
                 rate.append(noop_jobs(db, site_oid, count))
                 raw.append(raw_units(db, count // 5 if kind == 'file'
                                      else count))
+                ceiling.append(pooled_bare_units(db, count, threads))
             report('4. commit -> job running p50, %s' % kind, 'us', p50,
                    db_open_us=round(sorted(opening)[len(opening) // 2], 1))
             report('   commit -> job running p99, %s' % kind, 'us', p99)
             report('4. no-op ZODB jobs, %s' % kind, 'jobs/s', rate, raw,
                    target=0.8)
+            report('   ceiling: ThreadPoolExecutor(%d), bare units, %s'
+                   % (threads, kind), 'units/s', ceiling, raw)
             db.close()
     jobs.get_scheduler().shutdown(wait=True)
 

@@ -89,9 +89,10 @@ class UnitOfWork:
                 'pass connection.db() or the DB you opened' % (db,))
         check_retry_policy(retry_policy)
         check_principal_id(principal_id)
-        if host is not None:
+        current = get_host()
+        if host is not None and host is not current:  # current: checked
             check_host(host)
-        self.host = host or get_host()
+        self.host = host or current
         self.db = db
         self.site_oid = site_oid
         self.principal_id = principal_id
