@@ -389,3 +389,59 @@ def test_done_means_final_or_unknown():
         job_in(store, state, state)
         assert store.get(state).done == (state in FINAL)
     assert store.get('nobody').done
+
+
+def test_many_threads_adding_running_and_waiting_keep_the_store_consistent():
+    # Four threads submit and run 300 jobs each while a fifth waits for
+    # every one of them; finished jobs beyond keep_count are forgotten as
+    # they go.  Every wait ends (with the job's final state, or 'unknown'
+    # once it was forgotten) and the limit holds at the end.
+    store = MemoryJobStore(keep_count=25)
+    ids = [['t%d-%d' % (thread, n) for n in range(300)] for thread in range(4)]
+    every_id = [job_id for batch in ids for job_id in batch]
+    added = {job_id: threading.Event() for job_id in every_id}
+    answers = {}
+
+    def run(batch):
+        for job_id in batch:
+            store.add(job_id, 'mod.fn', 'queued', principal='bob')
+            added[job_id].set()
+            assert store.transition(job_id, 'running')
+            store.write(job_id, 'line\n')
+            assert store.transition(job_id, 'succeeded', result=job_id)
+
+    def wait_for_all():
+        for job_id in every_id:
+            assert added[job_id].wait(TIMEOUT)
+            answers[job_id] = store.wait(job_id, TIMEOUT)
+
+    threads = [threading.Thread(target=run, args=(batch,)) for batch in ids]
+    threads.append(threading.Thread(target=wait_for_all))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(answers) == len(every_id)
+    for job_id, status in answers.items():
+        assert status.state in ('succeeded', 'unknown')
+        if status.state == 'succeeded':
+            assert (status.result, status.output) == (job_id, 'line\n')
+    assert len(store) == 25
+    assert [store.get(job_id).state for batch in ids
+            for job_id in batch[-1:]].count('succeeded') >= 1
+
+
+def test_a_waiter_waits_through_other_jobs_ending():
+    store = MemoryJobStore()
+    job_in(store, 'running', 'mine')
+    job_in(store, 'running', 'other')
+    answers = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(store.wait('mine', TIMEOUT)))
+    waiter.start()
+    assert store.transition('other', 'succeeded')
+    assert store.get('other').done and not store.get('mine').done
+    assert store.transition('mine', 'failed', error='E: no')
+    waiter.join(TIMEOUT)
+    assert [status.state for status in answers] == ['failed']

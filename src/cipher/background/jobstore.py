@@ -93,6 +93,7 @@ _BLANK = {field.name: field.default
 _MANAGED = frozenset(['id', 'name', 'created', 'principal', 'state',
                       'finished'])
 _UPDATABLE = frozenset(_BLANK) - _MANAGED
+_ADDABLE = frozenset(TRANSITIONS) - FINAL_STATES
 
 
 def _check_fields(method, fields):
@@ -163,6 +164,26 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+class _Record:
+    """One job in a MemoryJobStore: its fields, changed in place under its
+    own lock (a new frozen snapshot per update would cost more than a
+    no-op job's commit), its output from the first write, and a Condition
+    for the threads that wait for it, made by the first of them."""
+
+    __slots__ = ('lock', 'fields', 'output', 'waiters')
+
+    def __init__(self, fields):
+        self.lock = threading.Lock()
+        self.fields = fields
+        self.output = None
+        self.waiters = None
+
+    def copy(self):
+        """With the lock held: the fields of a JobStatus of the job."""
+        output = self.output.getvalue() if self.output is not None else ''
+        return dict(self.fields, output=output)
+
+
 @implementer(IJobStore)
 class MemoryJobStore:
     """Job status in this process's memory.
@@ -181,6 +202,16 @@ class MemoryJobStore:
     finishes, so ``wait()`` answers its status as 'unknown'.
     """
 
+    # Each job has a lock of its own, and there is no lock of the whole
+    # store on the way of a job: the submitting thread adds jobs while
+    # pool threads move theirs along.  A thread that takes a contended
+    # lock holds it while it waits for the interpreter, so one shared lock
+    # taken three times per job turned a burst of jobs into a convoy (the
+    # threads handing each other the interpreter at every job).  What is
+    # shared is changed by single operations of dict and deque, which are
+    # atomic; forgetting finished jobs is done by one thread at a time,
+    # and skipped by the others meanwhile.
+
     def __init__(self, keep_seconds=3600, keep_count=1000,
                  output_limit=64 * 1024, clock=time.monotonic):
         _check_number('MemoryJobStore', 'keep_seconds', keep_seconds)
@@ -194,21 +225,18 @@ class MemoryJobStore:
         self.keep_count = keep_count
         self.output_limit = output_limit
         self.clock = clock
-        self._changed = threading.Condition()
-        # id -> the JobStatus fields, changed in place (a new frozen
-        # snapshot per update would cost more than a no-op job's commit)
-        self._jobs = {}
-        self._output = {}         # id -> _TailBuffer
-        # id -> clock() when it finished, oldest first: pruning stops at
-        # the first job young enough, so it costs only what it removes.
-        self._finished = collections.OrderedDict()
+        self._jobs = {}   # id -> _Record
+        # (clock() when it finished, id, record), oldest first: pruning
+        # stops at the first job young enough, so it costs only what it
+        # removes.
+        self._finished = collections.deque()
+        self._pruning = threading.Lock()
 
     def __len__(self):
         """The number of jobs known: unfinished ones and finished ones
         within the limits."""
-        with self._changed:
-            self._prune()
-            return len(self._jobs)
+        self._prune()
+        return len(self._jobs)
 
     def add(self, job_id, name, state, principal=None):
         """Remember a new job in ``state`` (a state that is not final),
@@ -216,35 +244,29 @@ class MemoryJobStore:
 
         ConfigurationError for an id in use, a final or unknown state.
         """
-        _check_state(state, TRANSITIONS.keys() - FINAL_STATES,
-                     'a job can be added in')
+        _check_state(state, _ADDABLE, 'a job can be added in')
         if principal is not None and not isinstance(principal, str):
             raise ArgumentTypeError(
                 'principal must be a principal id (a string) or None, not '
                 '%r' % (principal,))
-        with self._changed:
-            if job_id in self._jobs:
-                raise ConfigurationError(
-                    'job id %r is in use already; give each job a new id '
-                    '(scheduler.new_id())' % (job_id,))
-            self._jobs[job_id] = dict(_BLANK, id=job_id, name=name,
-                                      state=state, created=_now(),
-                                      principal=principal)
-            self._output[job_id] = _TailBuffer(self.output_limit)
+        record = _Record(dict(_BLANK, id=job_id, name=name, state=state,
+                              created=_now(), principal=principal))
+        if self._jobs.setdefault(job_id, record) is not record:
+            raise ConfigurationError(
+                'job id %r is in use already; give each job a new id '
+                '(scheduler.new_id())' % (job_id,))
+        if self._finished:
             self._prune()
 
     def get(self, job_id):
         """The JobStatus of the job (state 'unknown' if not known)."""
-        with self._changed:
-            self._prune()
-            return self._snapshot(job_id)
-
-    def _snapshot(self, job_id):
-        fields = self._jobs.get(job_id)
-        if fields is None:
+        self._prune()
+        record = self._jobs.get(job_id)
+        if record is None:
             return JobStatus(id=job_id)
-        return JobStatus(**dict(fields,
-                                output=self._output[job_id].getvalue()))
+        with record.lock:
+            fields = record.copy()
+        return JobStatus(**fields)
 
     def transition(self, job_id, state, **fields):
         """Move the job to ``state`` and set ``fields``, atomically.
@@ -256,20 +278,27 @@ class MemoryJobStore:
         ConfigurationError for an unknown state name, ArgumentTypeError
         for fields update() does not take.
         """
-        _check_state(state, TRANSITIONS.keys(), 'a job can be in')
+        _check_state(state, TRANSITIONS, 'a job can be in')
         _check_fields('transition', fields)
-        with self._changed:
-            record = self._jobs.get(job_id)
-            if record is None or state not in TRANSITIONS[record['state']]:
+        record = self._jobs.get(job_id)
+        if record is None:
+            return False
+        final = state in FINAL_STATES
+        if final:
+            fields['finished'] = _now()
+        with record.lock:
+            current = record.fields
+            if state not in TRANSITIONS[current['state']]:
                 return False
-            record.update(fields)
-            record['state'] = state
-            if state in FINAL_STATES:
-                record['finished'] = _now()
-                self._finished[job_id] = self.clock()
-                self._changed.notify_all()  # what wait() waits for
-                self._prune()
-            return True
+            current.update(fields)
+            current['state'] = state
+            if final:
+                self._finished.append((self.clock(), job_id, record))
+                if record.waiters is not None:
+                    record.waiters.notify_all()
+        if final:
+            self._prune()
+        return True
 
     def update(self, job_id, expect=None, **fields):
         """Change fields other than the state, atomically; True if done.
@@ -288,14 +317,17 @@ class MemoryJobStore:
                     'expect must be a collection of states, such as '
                     '{%r}, not %r' % (QUEUED, expect))
             for state in expect:
-                _check_state(state, TRANSITIONS.keys(), 'a job can be in')
-        with self._changed:
-            record = self._jobs.get(job_id)
-            if record is None or record['state'] in FINAL_STATES:
+                _check_state(state, TRANSITIONS, 'a job can be in')
+        record = self._jobs.get(job_id)
+        if record is None:
+            return False
+        with record.lock:
+            current = record.fields
+            if current['state'] in FINAL_STATES:
                 return False
-            if expect is not None and record['state'] not in expect:
+            if expect is not None and current['state'] not in expect:
                 return False
-            record.update(fields)
+            current.update(fields)
             return True
 
     def write(self, job_id, text):
@@ -305,10 +337,13 @@ class MemoryJobStore:
             raise ArgumentTypeError(
                 'job output must be text (str), not %r; decode bytes first'
                 % (type(text).__name__,))
-        with self._changed:
-            buffer = self._output.get(job_id)
-            if buffer is not None:
-                buffer.write(text)
+        record = self._jobs.get(job_id)
+        if record is None:
+            return
+        with record.lock:
+            if record.output is None:
+                record.output = _TailBuffer(self.output_limit)
+            record.output.write(text)
 
     def wait(self, job_id, timeout=None):
         """Block until the job is finished; return its final status (state
@@ -322,12 +357,12 @@ class MemoryJobStore:
             _check_number('wait()', 'timeout', timeout,
                           hint='; pass None to wait without a limit')
             deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                self._prune()
-                record = self._jobs.get(job_id)
-                if record is None or record['state'] in FINAL_STATES:
-                    return self._snapshot(job_id)
+        self._prune()
+        record = self._jobs.get(job_id)
+        if record is None:
+            return JobStatus(id=job_id)
+        with record.lock:
+            while record.fields['state'] not in FINAL_STATES:
                 remaining = None
                 if timeout is not None:
                     remaining = deadline - time.monotonic()
@@ -335,23 +370,36 @@ class MemoryJobStore:
                         raise WaitTimeout(
                             'job %s is still %s after %ss; wait longer, or '
                             'poll get_status() instead' % (
-                                job_id, record['state'], timeout))
-                self._changed.wait(remaining)
+                                job_id, record.fields['state'], timeout))
+                if record.waiters is None:
+                    record.waiters = threading.Condition(record.lock)
+                record.waiters.wait(remaining)
+            fields = record.copy()
+        # Finished now: the limits may say to forget it at once.
+        self._prune()
+        if job_id not in self._jobs:
+            return JobStatus(id=job_id)
+        return JobStatus(**fields)
 
     def _prune(self):
-        """Forget finished jobs beyond the count or past the age."""
+        """Forget finished jobs beyond the count or past the age; skipped
+        while another thread does it."""
         finished = self._finished
-        if not finished:
+        if not finished or not self._pruning.acquire(False):
             return
-        horizon = self.clock() - self.keep_seconds
-        while finished and (len(finished) > self.keep_count
-                            or next(iter(finished.values())) < horizon):
-            job_id, _ = finished.popitem(last=False)
-            del self._jobs[job_id]
-            del self._output[job_id]
+        try:
+            horizon = self.clock() - self.keep_seconds
+            while finished and (len(finished) > self.keep_count
+                                or finished[0][0] < horizon):
+                _, job_id, record = finished.popleft()
+                if self._jobs.get(job_id) is record:  # not added anew
+                    del self._jobs[job_id]
+        finally:
+            self._pruning.release()
 
     def prune(self):
         """Forget finished jobs beyond the age and count limits now (the
         store also does so by itself)."""
-        with self._changed:
-            self._prune()
+        with self._pruning:
+            pass  # another thread's pruning, if any, is done
+        self._prune()
