@@ -146,7 +146,7 @@ BAD_INPUT = [
     # -- forSite --
     ('forSite unsaved folder',
      lambda e: BackgroundWorkerThread.forSite(Folder()),
-     ConfigurationError, 'add it to the database and commit'),
+     ConfigurationError, 'add it to a stored object'),
     ('forSite a string', lambda e: BackgroundWorkerThread.forSite('/site'),
      ConfigurationError, 'not stored in a ZODB database'),
     ('forSite not a site',

@@ -160,3 +160,24 @@ def test_an_unknown_user_never_runs_through_any_host(mapping_db, recording,
     assert 'PrincipalNotFound' in logged.getvalue()
     assert not any(call.startswith('begin') for call in recording.calls)
     assert PrincipalNotFound.__name__ in worker.status.last_error
+
+
+def test_every_way_in_refuses_what_the_host_does_not_take_as_a_site(
+        mapping_db):
+    # forSite(), UnitOfWork.capture() and submit() ask the same question
+    # of the host, and nothing is recorded when the answer is no.
+    from cipher.background import UnitOfWork
+    add_site(mapping_db)
+    conn = mapping_db.open()
+    doc = conn.root()['site']['doc']
+    jobs_before = len(jobs.get_job_store())
+    try:
+        for start in (lambda: BackgroundWorkerThread.forSite(doc, 'editor'),
+                      lambda: UnitOfWork.capture(site=doc, user='editor'),
+                      lambda: jobs.submit(print, site=doc, user='editor')):
+            with pytest.raises(NotASite, match='is not a site'):
+                start()
+    finally:
+        transaction.abort()
+        conn.close()
+    assert len(jobs.get_job_store()) == jobs_before

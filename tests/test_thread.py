@@ -236,6 +236,36 @@ def test_startAfterCommit_never_starts_when_the_request_aborts(mapping_db):
     assert read(mapping_db, lambda r: r['site']['doc'].state) == 'DRAFT'
 
 
+def test_a_site_made_in_the_same_request_is_taken(file_db):
+    # The request makes the site and starts a worker for it: forSite()
+    # learns the site's OID from a savepoint, the worker starts after the
+    # commit and finds the site under that OID.
+    from cipher.background import demo
+    conn = file_db.open()
+    site = demo.make_site(conn.root(), 'made-now')
+    assert site._p_oid is None  # nothing stored it yet
+    worker = PublishWorker.forSite(site, 'editor', names=['doc'])
+    assert worker.site_oid == site._p_oid is not None
+    worker.startAfterCommit()
+    transaction.commit()
+    conn.close()
+    worker.join(TIMEOUT)
+    assert worker.status.units_done == 1
+    assert read(file_db, lambda r: r['made-now']['doc'].state) == 'PUBLISHED'
+
+
+def test_a_site_made_in_a_request_that_aborts_starts_nothing(mapping_db):
+    from cipher.background import demo
+    conn = mapping_db.open()
+    worker = PublishWorker.forSite(demo.make_site(conn.root(), 'gone'),
+                                   'editor', names=['doc'])
+    worker.startAfterCommit()
+    transaction.abort()
+    conn.close()
+    assert worker.status.state == 'dropped' and worker.ident is None
+    assert read(mapping_db, lambda r: 'gone' in r) is False
+
+
 def test_starting_twice_is_a_clear_error(mapping_db):
     worker = worker_for(mapping_db)
     worker.startAfterCommit()

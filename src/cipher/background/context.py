@@ -24,6 +24,7 @@ from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
 from cipher.background.errors import OutcomeUnknown
 from cipher.background.errors import RetriesExhausted
+from cipher.background.host import caller_site
 from cipher.background.host import check_host
 from cipher.background.host import get_host
 from cipher.background.host import load_site
@@ -112,13 +113,7 @@ class UnitOfWork:
         host = host or get_host()
         if site is None:
             site = host.current_site()
-        site_oid = None
-        if site is not None:
-            site_db, site_oid = database_identity(site, 'site')
-            if db is not None and db is not site_db:
-                raise ConfigurationError(
-                    'db= and site= name different databases; pass one')
-            db = site_db
+        db, site_oid = caller_site(host, site, db)
         if db is None:
             raise ConfigurationError(
                 'cannot tell which database to use: there is no current '

@@ -17,6 +17,7 @@ construction, a job at submission) and keeps it.
 """
 import threading
 
+import transaction
 from ZODB.POSException import POSKeyError
 from zope.component import hooks
 from zope.interface import implementer
@@ -24,6 +25,7 @@ from zope.interface import implementer
 from cipher.background import security
 from cipher.background import sites
 from cipher.background.errors import ArgumentTypeError
+from cipher.background.errors import ConfigurationError
 from cipher.background.errors import NotASite
 from cipher.background.errors import SiteNotFound
 from cipher.background.interfaces import IHost
@@ -156,6 +158,27 @@ def check_host(host):
             'expected an IHost (such as cipher.background.host.'
             'ZopeSecurityHost()), not %r: it lacks %s' % (
                 host, ', '.join(sorted(missing))))
+
+
+def caller_site(host, site, db=None):
+    """In the caller of new background work: ``(db, oid)`` of ``site``
+    (``(db, None)`` when it is None).
+
+    NotASite when the host does not take it as a site; ConfigurationError
+    when it is not stored, or ``db`` names another database.  A site
+    added in the caller's transaction gets its OID from a savepoint of the
+    host's (else the thread's) transaction manager.
+    """
+    if site is None:
+        return db, None
+    site_db, oid = sites.database_identity(
+        site, 'site', host.transaction_manager() or transaction.manager)
+    if not host.is_site(site):
+        raise NotASite(host.not_a_site_message(site))
+    if db is not None and db is not site_db:
+        raise ConfigurationError(
+            'db= and site= name different databases; pass one')
+    return site_db, oid
 
 
 def load_site(connection, oid, host=None):

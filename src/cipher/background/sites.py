@@ -1,21 +1,34 @@
 """What counts as a site of background work, in the default host, and
 the database identity of stored objects (loading them is the host's:
 :mod:`cipher.background.host`)."""
+from persistent import Persistent
 from zope.component.interfaces import ISite
 
 from cipher.background.errors import ConfigurationError
 
 
-def database_identity(obj, what='object'):
+def database_identity(obj, what='object', transaction_manager=None):
     """Return ``(db, oid)`` of a stored persistent object, or raise
-    ConfigurationError saying why it has none."""
+    ConfigurationError saying why it has none.
+
+    With ``transaction_manager`` (the caller's), an object added in the
+    caller's transaction and not stored yet (a site made in the same
+    request) gets its OID from a savepoint of that transaction: the OID is
+    the one the commit stores it under.
+    """
     jar = getattr(obj, '_p_jar', None)
     oid = getattr(obj, '_p_oid', None)
+    if (oid is None and transaction_manager is not None
+            and isinstance(obj, Persistent)):
+        # Optimistic: a data manager without savepoints only makes this
+        # savepoint impossible to roll back, which nobody will ask for.
+        transaction_manager.savepoint(optimistic=True)
+        jar, oid = obj._p_jar, obj._p_oid
     if jar is None or oid is None:
         raise ConfigurationError(
             'the %s %r is not stored in a ZODB database (it has no _p_jar '
-            'or _p_oid); add it to the database and commit before handing '
-            'it to background work' % (what, obj))
+            'or _p_oid); add it to a stored object (or to the database '
+            'root) before handing it to background work' % (what, obj))
     return jar.db(), oid
 
 

@@ -33,11 +33,11 @@ from cipher.background.scope import ConnectionSlot
 from cipher.background.scope import check_thread_idle
 from cipher.background.scope import current_scope
 from cipher.background.scope import in_unit
+from cipher.background.host import caller_site
 from cipher.background.host import get_host
 from cipher.background.host import load_site
 from cipher.background.security import check_principal_id
 from cipher.background.shutdown import EXIT_GRACE_SECONDS  # noqa: F401
-from cipher.background.sites import database_identity
 from cipher.background.workerstatus import StatusRecord
 from cipher.background.workerstatus import now as _now
 
@@ -150,11 +150,10 @@ class BackgroundWorkerThread(threading.Thread):
         """A worker for a stored site object, as ``user_name`` (default:
         the principal of the current interaction; SYSTEM to run
         unchecked).  PrincipalRequired when there is no user and the site
-        checks security."""
+        checks security.  A site added in the caller's transaction is
+        taken too (start the worker with startAfterCommit())."""
         host = get_host()  # what the constructor's UnitOfWork takes too
-        db, oid = database_identity(site, 'site')
-        if not host.is_site(site):
-            raise NotASite(host.not_a_site_message(site))
+        db, oid = caller_site(host, site)
         if user_name is None:
             user_name = host.current_user()
         host.check_user(user_name, site)
