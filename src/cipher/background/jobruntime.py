@@ -43,9 +43,11 @@ _defaults = {'store': MemoryJobStore(), 'scheduler': None}
 #: run at once inside another leaves the outer one current).
 current_job_var = contextvars.ContextVar('cipher.background.job', default=None)
 _slots = threading.local()  # .slot: the ConnectionSlot of a pool thread
-#: Jobs not finished yet, by id: what a stop has to reach.
+#: Jobs not finished yet, by id: what a stop has to reach.  Changed and
+#: read by single dict operations, which are atomic, and with no lock: a
+#: lock that the submitting thread and the pool threads take for every
+#: job is where they queue up behind each other (see jobstore).
 _live = {}
-_live_lock = threading.Lock()
 
 
 def get_job_store():
@@ -170,23 +172,23 @@ def callable_name(fn):
 def track(job, state):
     """Record the new ``job`` in its store, in ``state``."""
     job.store.add(job.id, job.name, state, principal=job.principal_id)
-    with _live_lock:
-        first = not _live
-        _live[job.id] = job
-    if first:  # work starts after a quiet spell (not once per job: costly)
+    if not _live:  # work starts after a quiet spell (not once per job: costly)
         shutdown.arm_exit_hook()
+    _live[job.id] = job
 
 
 def live_job(job_id):
     """The Job of ``job_id`` while it is not finished, or None."""
-    with _live_lock:
-        return _live.get(job_id)
+    return _live.get(job_id)
 
 
 def forget(job):
     """The job ended (or never will run): the runtime lets it go."""
-    with _live_lock:
-        _live.pop(job.id, None)
+    _live.pop(job.id, None)
+
+
+def _live_jobs():
+    return list(_live.copy().values())
 
 
 def after_commit(job, scheduler):
@@ -304,9 +306,7 @@ class _RunningJobs:
     a stop cancels the queued ones and asks the running ones to stop."""
 
     def request_stop(self):
-        with _live_lock:
-            jobs = list(_live.values())
-        for job in jobs:
+        for job in _live_jobs():
             cancel_job(job.store, job.id, job)
         with _defaults_lock:
             scheduler, _defaults['scheduler'] = _defaults['scheduler'], None
@@ -314,10 +314,8 @@ class _RunningJobs:
             scheduler.shutdown(wait=False, cancel_futures=True)
 
     def join(self, deadline):
-        with _live_lock:
-            jobs = list(_live.values())
         alive = []
-        for job in jobs:
+        for job in _live_jobs():
             try:
                 job.store.wait(job.id, shutdown.remaining(deadline))
             except WaitTimeout:

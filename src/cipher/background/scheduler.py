@@ -114,10 +114,17 @@ class _Tasks:
     """What the schedulers share: the task and future mappings, bounded,
     and the started/shut-down state."""
 
+    # The task and future mappings are changed by single dict and deque
+    # operations, which are atomic, and read as copies: the submitting
+    # thread and the pool threads take no common lock per task (one taken
+    # by both at every task is where threads queue up behind each other).
+    # Forgetting old finished tasks is done by one thread at a time.
+
     def __init__(self, keep_finished):
         _check_whole('keep_finished', keep_finished, 0)
         self.keep_finished = keep_finished
         self._lock = threading.Lock()
+        self._forgetting = threading.Lock()
         self._tasks = {}
         self._futures = {}
         self._finished = collections.deque()   # ids, oldest first
@@ -145,47 +152,50 @@ class _Tasks:
         """A copy of the mapping task id -> Task(fn, args, kwargs):
         unfinished tasks with their arguments, finished ones (the last
         ``keep_finished``) as Task(fn, (), {})."""
-        with self._lock:
-            return dict(self._tasks)
+        return self._tasks.copy()
 
     @property
     def future(self):
         """A copy of the mapping task id -> concurrent.futures.Future,
         for the same tasks as ``task``."""
-        with self._lock:
-            return dict(self._futures)
+        return self._futures.copy()
 
     def _check_open(self):
-        """With the lock held: SchedulerShutDown after shutdown()."""
+        """SchedulerShutDown after shutdown()."""
         if self._closed:
             raise SchedulerShutDown(
                 '%r was shut down; nothing was started. Create a new '
                 'scheduler to run more work' % self)
 
     def _register(self, task_id, task, future):
-        """With the lock held: track a new task."""
-        self._tasks[task_id] = task
+        """Track a new task."""
         self._futures[task_id] = future
+        self._tasks[task_id] = task
         self._latest_id = task_id
         self._started = True
 
+    def _unregister(self, task_id):
+        self._tasks.pop(task_id, None)
+        self._futures.pop(task_id, None)
+
     def _claim(self, task_id):
-        # One dict lookup, atomic in itself: a lock here made the pool
-        # threads and the submitting thread queue up behind each other.
         return self._tasks[task_id]
 
     def _finish(self, task_id):
         """Count the task as finished: let go of its arguments, forget the
         oldest finished tasks beyond ``keep_finished``."""
-        with self._lock:
-            task = self._tasks.get(task_id)
-            if task is not None:
-                self._tasks[task_id] = Task(task.fn, (), {})
-            self._finished.append(task_id)
-            while len(self._finished) > self.keep_finished:
-                old = self._finished.popleft()
-                self._tasks.pop(old, None)
-                self._futures.pop(old, None)
+        task = self._tasks.get(task_id)
+        if task is not None:
+            self._tasks[task_id] = Task(task.fn, (), {})
+        finished = self._finished
+        finished.append(task_id)
+        if (len(finished) > self.keep_finished
+                and self._forgetting.acquire(False)):
+            try:
+                while len(finished) > self.keep_finished:
+                    self._unregister(finished.popleft())
+            finally:
+                self._forgetting.release()
 
     def _finish_if_cancelled(self, task_id, future):
         if future.cancelled():  # it never ran, so _run did not finish it
@@ -232,21 +242,16 @@ class BackgroundScheduler(_Tasks):
         task = Task(fn, tuple(args), dict(kwargs or {}))
         task_id = new_id()
         future = concurrent.futures.Future()
-        with self._lock:
-            self._check_open()
-            self._register(task_id, task, future)
-        # Outside the lock, the pool's own lock is never taken inside it.
+        self._check_open()
+        self._register(task_id, task, future)
         try:
             self._pool.submit(future, self._run, task_id)
-        except RuntimeError as exc:  # the pool was shut down meanwhile
-            with self._lock:
-                self._tasks.pop(task_id, None)
-                self._futures.pop(task_id, None)
+        except RuntimeError as exc:  # shut down meanwhile
+            self._unregister(task_id)
             future.cancel()
             raise SchedulerShutDown(
                 'the interpreter is shutting down: %r started nothing'
                 % self) from exc
-        # Outside the lock: a callback of a done future runs at once.
         future.add_done_callback(
             functools.partial(self._finish_if_cancelled, task_id))
         return task_id
@@ -270,8 +275,7 @@ class BackgroundScheduler(_Tasks):
         any start.  Called from one of this scheduler's own tasks it does
         not wait (a thread cannot join itself).
         """
-        with self._lock:
-            self._closed = True
+        self._closed = True
         in_own_pool = getattr(_pool_thread, 'scheduler', None) is self
         self._pool.shutdown(wait=wait and not in_own_pool,
                                 cancel_futures=cancel_futures)
