@@ -33,9 +33,9 @@ class RecordingHost(ZopeSecurityHost):
     def __init__(self):
         self.calls = []
 
-    def load(self, connection, oid):
+    def load(self, connection, oid, hint=None):
         self.calls.append('load')
-        return super().load(connection, oid)
+        return super().load(connection, oid, hint)
 
     def begin_security(self, principal):
         self.calls.append('begin %s' % getattr(principal, 'id', None))

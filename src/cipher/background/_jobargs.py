@@ -20,11 +20,12 @@ class Ref:
     """A persistent object, passed by OID (known at the latest at the
     caller's commit) and loaded again in the job's own connection."""
 
-    __slots__ = ('obj', 'oid')
+    __slots__ = ('obj', 'oid', 'hint')
 
-    def __init__(self, obj):
+    def __init__(self, obj, hint=None):
         self.obj = obj
         self.oid = None
+        self.hint = hint  # where the host located it in the caller
 
     def resolve(self):
         self.oid = self.obj._p_oid
@@ -40,7 +41,7 @@ class Ref:
         """The object in ``connection``, as ``host`` (an IHost) loads
         objects for user code."""
         try:
-            return host.load(connection, self.oid)
+            return host.load(connection, self.oid, self.hint)
         except (POSKeyError, KeyError):
             raise ObjectNotStored(
                 'the persistent argument with OID %r is not in the database '

@@ -83,7 +83,7 @@ class UnitOfWork:
 
     def __init__(self, db, site_oid=None, principal_id=None,
                  retry_policy=None, getSite=None, getPrincipal=None,
-                 host=None):
+                 host=None, site_hint=None):
         if not callable(getattr(db, 'open', None)):
             raise ConfigurationError(
                 'expected a ZODB database (an object with open()), got %r; '
@@ -96,6 +96,7 @@ class UnitOfWork:
         self.host = host or current
         self.db = db
         self.site_oid = site_oid
+        self.site_hint = site_hint
         self.principal_id = principal_id
         self.retry_policy = retry_policy or DEFAULT_POLICY
         self._getSite = getSite
@@ -113,7 +114,7 @@ class UnitOfWork:
         host = host or get_host()
         if site is None:
             site = host.current_site()
-        db, site_oid = caller_site(host, site, db)
+        db, site_oid, site_hint = caller_site(host, site, db)
         if db is None:
             raise ConfigurationError(
                 'cannot tell which database to use: there is no current '
@@ -121,7 +122,7 @@ class UnitOfWork:
         if user is None:
             user = host.current_user()
         host.check_user(user, site)
-        return cls(db, site_oid, user, host=host, **kw)
+        return cls(db, site_oid, user, host=host, site_hint=site_hint, **kw)
 
     def getPrincipal(self, principal_id, site):
         """The principal the work runs as (the ``getPrincipal`` override,
@@ -136,7 +137,8 @@ class UnitOfWork:
             return self._getSite(connection)
         if self.site_oid is None:
             return None
-        return load_site(connection, self.site_oid, self.host)
+        return load_site(connection, self.site_oid, self.host,
+                         self.site_hint)
 
     def entered(self, on_error=None, slot=None, principal_optional=False,
                 runner_thread=False):

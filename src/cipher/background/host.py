@@ -63,9 +63,12 @@ class ZopeSecurityHost:
     def not_a_site_message(self, obj):
         return sites.not_a_site_message(obj)
 
+    def locate(self, obj):
+        return None  # the OID is enough
+
     # -- the runner's side --
 
-    def load(self, connection, oid):
+    def load(self, connection, oid, hint=None):
         return connection.get(oid)
 
     def find_site(self, connection, path):
@@ -161,8 +164,9 @@ def check_host(host):
 
 
 def caller_site(host, site, db=None):
-    """In the caller of new background work: ``(db, oid)`` of ``site``
-    (``(db, None)`` when it is None).
+    """In the caller of new background work: ``(db, oid, hint)`` of
+    ``site`` (``(db, None, None)`` when it is None), ``hint`` being what
+    the host's ``locate()`` says of it.
 
     NotASite when the host does not take it as a site; ConfigurationError
     when it is not stored, or ``db`` names another database.  A site
@@ -170,7 +174,7 @@ def caller_site(host, site, db=None):
     host's (else the thread's) transaction manager.
     """
     if site is None:
-        return db, None
+        return db, None, None
     site_db, oid = sites.database_identity(
         site, 'site', host.transaction_manager() or transaction.manager)
     if not host.is_site(site):
@@ -178,15 +182,16 @@ def caller_site(host, site, db=None):
     if db is not None and db is not site_db:
         raise ConfigurationError(
             'db= and site= name different databases; pass one')
-    return site_db, oid
+    return site_db, oid, host.locate(site)
 
 
-def load_site(connection, oid, host=None):
-    """Load the site ``oid`` through ``host`` (default: the current host);
-    SiteNotFound or NotASite when it is not there or not a site."""
+def load_site(connection, oid, host=None, hint=None):
+    """Load the site ``oid`` through ``host`` (default: the current host),
+    with the ``hint`` its ``locate()`` gave; SiteNotFound or NotASite when
+    it is not there or not a site."""
     host = host or get_host()
     try:
-        site = host.load(connection, oid)
+        site = host.load(connection, oid, hint)
     except (POSKeyError, KeyError):
         raise SiteNotFound(
             'no object with OID %r in the database: the site was removed or '

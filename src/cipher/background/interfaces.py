@@ -85,15 +85,21 @@ class IHost(Interface):
     def is_site(obj):
         """True when ``obj`` can be the site of background work."""
 
+    def locate(obj):
+        """Where the caller's ``obj`` (the site, a persistent argument)
+        lives, as a picklable hint handed back to :meth:`load` (Zope: its
+        physical path; None where an OID is all :meth:`load` needs)."""
+
     def not_a_site_message(obj):
         """Why ``obj`` is not a site, and how to make it one in this
         host."""
 
     # -- the runner's side --
 
-    def load(connection, oid):
+    def load(connection, oid, hint=None):
         """The object ``oid`` of ``connection``, the way user code sees
-        objects in this host (Zope: acquisition-wrapped).  POSKeyError
+        objects in this host (Zope: acquisition-wrapped, found through
+        ``hint``, what :meth:`locate` said in the caller).  POSKeyError
         or KeyError when it is not there."""
 
     def find_site(connection, path):
@@ -138,6 +144,8 @@ class IUnitOfWork(Interface):
 
     db = Attribute('The ZODB database connections are opened from.')
     site_oid = Attribute('OID of the local site to set, or None.')
+    site_hint = Attribute("Where the host located the site in the caller "
+                          "(IHost.locate), passed back to IHost.load.")
     principal_id = Attribute(
         'Id of the principal the work runs as; SYSTEM to run unchecked on '
         'purpose; None only where no authentication utility is reachable '

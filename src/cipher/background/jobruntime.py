@@ -148,11 +148,11 @@ class Job:
         for ref in self.refs:
             ref.resolve()
         self.refs = []
-        site_oid = None
+        site_oid = site_hint = None
         if self.site is not None:
             jar = self.site.obj._p_jar
             self.site.resolve()
-            site_oid = self.site.oid
+            site_oid, site_hint = self.site.oid, self.site.hint
             if self.db is None:
                 self.db = jar.db()
             elif jar.db() is not self.db:
@@ -160,7 +160,8 @@ class Job:
                     'the site of job %s belongs to another database than '
                     'its arguments; pass objects of one database' % self.id)
         self.uow = UnitOfWork(self.db, site_oid, self.principal_id,
-                              retry_policy=self.retry_policy, host=self.host)
+                              retry_policy=self.retry_policy, host=self.host,
+                              site_hint=site_hint)
 
 
 def callable_name(fn):

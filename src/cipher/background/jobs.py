@@ -150,9 +150,13 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
             'cannot load it again; pass a site stored in the database' % (
                 site,))
     found = []
-    args = to_refs(tuple(args), lambda obj: found.append(obj) or Ref(obj))
-    kwargs = to_refs(dict(kwargs or {}),
-                  lambda obj: found.append(obj) or Ref(obj))
+
+    def ref(obj):
+        found.append(obj)
+        return Ref(obj, host.locate(obj))
+
+    args = to_refs(tuple(args), ref)
+    kwargs = to_refs(dict(kwargs or {}), ref)
     if user is None:
         user = host.current_user()
     host.check_user(user, site)
@@ -171,7 +175,7 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
     objects = ([site] if site is not None else []) + found
     job.db = _database(objects, db)
     if site is not None:
-        job.site = Ref(site)
+        job.site = Ref(site, host.locate(site))
     elif job.db is None:
         raise ConfigurationError(
             'cannot tell which database the job works on: there is no '

@@ -106,6 +106,9 @@ class BackgroundWorkerThread(threading.Thread):
     #: The IRetryPolicy for this class's units; None means the default.
     retry_policy = None
 
+    #: Where the host found the site (forSite(): its ``locate()``).
+    site_hint = None
+
     #: Seconds to wait after a failed unit before the next one, doubling
     #: with each failure in a row up to ``failure_backoff_max``.
     failure_backoff = 0.1
@@ -153,12 +156,13 @@ class BackgroundWorkerThread(threading.Thread):
         checks security.  A site added in the caller's transaction is
         taken too (start the worker with startAfterCommit())."""
         host = get_host()  # what the constructor's UnitOfWork takes too
-        db, oid = caller_site(host, site)
+        db, oid, hint = caller_site(host, site)
         if user_name is None:
             user_name = host.current_user()
         host.check_user(user_name, site)
         site_name = getattr(site, '__name__', None) or ''
         worker = cls(db, oid, site_name, user_name, daemon=daemon, **kwargs)
+        worker.site_hint = worker.unit_of_work.site_hint = hint
         worker._site_manager = getattr(site._p_jar, 'transaction_manager',
                                        None)
         return worker
@@ -194,7 +198,8 @@ class BackgroundWorkerThread(threading.Thread):
     def getSite(self, connection):
         """The site in ``connection``; SiteNotFound or NotASite if the OID
         names no site."""
-        return load_site(connection, self.site_oid, self.host)
+        return load_site(connection, self.site_oid, self.host,
+                         self.site_hint)
 
     def getPrincipal(self, principal_id):
         """The principal the work runs as, or None for no participation.
