@@ -15,7 +15,15 @@ PYRAMID_REQUIRE = [
     'pyramid_tm',
 ]
 
-TESTS_REQUIRE = PYRAMID_REQUIRE + [
+# Zope 5 needs ZODB < 6 beside it: pip install 'cipher.background[zope]'
+# 'Zope < 6' 'ZODB < 6'.
+ZOPE_REQUIRE = [
+    'Zope >= 5',
+]
+
+TESTS_REQUIRE = PYRAMID_REQUIRE + ZOPE_REQUIRE + [
+    'Products.PluggableAuthService',
+    'five.localsitemanager',
     'pyramid_zodbconn',
     'pyramid_retry',
     'WebTest',
@@ -73,6 +81,7 @@ setup(
     ],
     extras_require={
         'pyramid': PYRAMID_REQUIRE,
+        'zope': ZOPE_REQUIRE,
         'test': TESTS_REQUIRE,
     },
     entry_points={

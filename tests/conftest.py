@@ -1,5 +1,7 @@
 """Fixtures: real databases, a real ZEO server, and a check that every test
 leaves its thread clean and its workers stopped."""
+import os
+
 import pytest
 import transaction
 from ZODB import DB
@@ -22,6 +24,11 @@ from cipher.background.thread import log as thread_log
 from cipher.background.thread import stop_all
 from helpers import TIMEOUT
 from helpers import ZEOServer
+
+# The Zope host's tests start a Zope instance, which changes the whole
+# process: test_zope.py runs them in a process of their own.
+ZOPE_TESTS = 'CIPHER_BACKGROUND_ZOPE_TESTS'
+collect_ignore = [] if os.environ.get(ZOPE_TESTS) else ['zope_host']
 
 
 

@@ -97,3 +97,40 @@ def _site(db):
 def test_site_workers_validate_their_count():
     with pytest.raises(ConfigurationError, match='count must be'):
         startup.SiteWorkers(Ticker, '/site', count=0)
+
+
+@pytest.fixture
+def switch(monkeypatch):
+    """startup's switch as it is in a fresh process, restored after."""
+    monkeypatch.delenv(startup.ENVIRONMENT_SWITCH, raising=False)
+    monkeypatch.setattr(startup, '_host_says_off', [])
+    return monkeypatch
+
+
+@pytest.mark.parametrize('env, host_reason, starts', [
+    (None, None, True),
+    ('off', None, False),
+    ('0', None, False),
+    (None, 'zconsole', False),
+    ('on', 'zconsole', True),       # the environment decides first
+    ('maybe', None, True),          # warned about, taken as on
+])
+def test_start_up_workers_are_switched_per_process(zcml, file_db, switch,
+                                                   env, host_reason, starts):
+    add_site(file_db)
+    if env is not None:
+        switch.setenv(startup.ENVIRONMENT_SWITCH, env)
+    if host_reason is not None:
+        startup.skip_startup_workers(host_reason)
+    made = []
+    provideUtility(lambda db: made.append(db) or [], IWorkerFactory,
+                   name='counted')
+    buf = setUpLogging(startup.log)
+    try:
+        notify(DatabaseOpenedWithRoot(file_db))
+    finally:
+        tearDownLogging(startup.log)
+    assert made == ([file_db] if starts else [])
+    if not starts:
+        assert 'not started in this process (%s' % (
+            host_reason or startup.ENVIRONMENT_SWITCH) in buf.getvalue()

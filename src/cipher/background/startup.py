@@ -13,6 +13,7 @@ stopped at interpreter exit by :mod:`cipher.background.thread`;
 :func:`stopWorkers` stops the ones started here earlier.
 """
 import logging
+import os
 import threading
 
 from zope.component import adapter
@@ -29,6 +30,36 @@ log = logging.getLogger(__name__)
 
 _started = []
 _started_lock = threading.Lock()
+
+#: The environment variable that decides, per process, whether
+#: startWorkers() starts anything: 'on' or 'off' (also 1/0, yes/no,
+#: true/false).  Unset: on, unless the host said otherwise (Zope: off in
+#: ``zconsole``, or ``start-workers off`` in its product-config).
+ENVIRONMENT_SWITCH = 'CIPHER_BACKGROUND_START_WORKERS'
+_ON = ('on', '1', 'yes', 'true')
+_OFF = ('off', '0', 'no', 'false')
+_host_says_off = []  # the reason a host gave, if any
+
+
+def skip_startup_workers(reason):
+    """Make startWorkers() start nothing in this process, for ``reason``
+    (a host's own setting: Zope's product-config, zconsole); the
+    environment variable, when set, still decides."""
+    _host_says_off[:] = [reason]
+
+
+def _reason_not_to_start():
+    """Why start-up workers do not start in this process, or None."""
+    value = os.environ.get(ENVIRONMENT_SWITCH, '').strip().lower()
+    if value in _ON:
+        return None
+    if value in _OFF:
+        return '%s=%s' % (ENVIRONMENT_SWITCH, value)
+    if value:
+        log.warning('%s=%r is neither on nor off; taken as on',
+                    ENVIRONMENT_SWITCH, value)
+        return None
+    return _host_says_off[0] if _host_says_off else None
 
 
 @implementer(IWorkerFactory)
@@ -69,8 +100,14 @@ def startWorkers(event):
     """Start the workers of every registered IWorkerFactory.
 
     A factory that fails is logged and skipped: the application starts
-    anyway.
+    anyway.  Nothing starts when the process is switched off (the
+    environment variable :data:`ENVIRONMENT_SWITCH`, or the host).
     """
+    reason = _reason_not_to_start()
+    if reason is not None:
+        log.info('Start-up workers not started in this process (%s)',
+                 reason)
+        return
     for name, factory in sorted(getUtilitiesFor(IWorkerFactory)):
         try:
             workers = factory(event.database)

@@ -1,0 +1,234 @@
+"""The Zope host in a real Zope instance: requests through the WSGI
+publisher start jobs and workers, which run as the request's user, see
+their objects acquisition-wrapped, write the transaction user as Zope
+does, leave nothing behind in their thread, and stop before the
+database closes."""
+
+import pytest
+import transaction
+import Zope2
+from AccessControl.SecurityManagement import _managers
+from ZODB import DB
+from ZODB.FileStorage import FileStorage
+from zope.event import notify
+from zope.processlifetime import DatabaseOpenedWithRoot
+
+from cipher.background import SYSTEM
+from cipher.background import UnitOfWork
+from cipher.background import jobs
+from cipher.background import zope as zope_host
+from cipher.background.errors import NotASite
+from cipher.background.errors import PrincipalNotFound
+from cipher.background.errors import PrincipalRequired
+from cipher.background.errors import SiteNotFound
+from cipher.background.host import get_host
+from cipher.background.scheduler import BackgroundScheduler
+from cipher.background.startup import SiteWorkers
+from conftest import SERVER_URL
+from helpers import TIMEOUT
+from views import RESULTS
+from views import ProbeWorker
+from views import probe
+
+
+def as_user(browser, user):
+    browser.authorization = ('Basic', (user, 'secret'))
+    return browser
+
+
+@pytest.fixture
+def app(zope):
+    """The application in a connection of the test's thread."""
+    app = Zope2.app()
+    yield app
+    transaction.abort()
+    app._p_jar.close()
+
+
+def last_transaction(db):
+    return db.undoInfo(0, 1)[0]
+
+
+def test_the_zope_host_is_wired_by_the_librarys_zcml(zope):
+    assert isinstance(get_host(), zope_host.ZopeHost)
+    assert get_host().server_url == SERVER_URL
+    assert zope['db'].close.stops_background_work
+
+
+def test_a_job_runs_as_the_request_user_on_wrapped_objects(zope, browser):
+    job_id = as_user(browser, 'admin').get(
+        '/bgsite/@@start-job', {'key': 'admin-job'}).text
+    status = jobs.wait(job_id, TIMEOUT)
+    assert (status.state, status.principal) == ('succeeded', 'admin')
+    seen = RESULTS['admin-job']
+    assert (seen['user'], seen['manage']) == ('admin', True)
+    assert seen['site_in_app'] and seen['site_path'] == ('', 'bgsite')
+    assert seen['site_url'] == SERVER_URL + '/bgsite'
+    assert seen['doc_url'] == SERVER_URL + '/bgsite/docs'
+    # Written as the publisher writes it: the Undo tab says "by admin".
+    entry = last_transaction(zope['db'])
+    assert entry['user_name'] == ' admin'
+    undo_page = browser.get('/Control_Panel/Database/main/manage_UndoForm')
+    assert 'by <strong> admin</strong>' in undo_page.text
+
+
+def test_a_user_without_a_permission_lacks_it_in_the_job(browser):
+    job_id = as_user(browser, 'bob').get(
+        '/bgsite/@@start-job', {'key': 'bob-job'}).text
+    assert jobs.wait(job_id, TIMEOUT).state == 'succeeded'
+    assert (RESULTS['bob-job']['user'],
+            RESULTS['bob-job']['manage']) == ('bob', False)
+
+
+def test_a_worker_started_in_a_request_runs_as_its_user(browser):
+    as_user(browser, 'admin').get('/bgsite/@@start-worker',
+                                  {'key': 'from-view'})
+    worker = RESULTS['worker from-view']
+    worker.join(TIMEOUT)
+    assert worker.status.units_done == 1
+    seen = RESULTS['from-view']
+    assert (seen['user'], seen['manage'], seen['site_path']) == (
+        'admin', True, ('', 'bgsite'))
+
+
+def test_a_site_made_in_the_same_request_gets_its_worker(browser):
+    as_user(browser, 'admin').get('/@@make-site', {'name': 'fresh'})
+    worker = RESULTS['worker fresh']
+    worker.join(TIMEOUT)
+    assert worker.status.units_done == 1
+    assert RESULTS['fresh']['site_path'] == ('', 'fresh')
+    assert RESULTS['fresh']['site_url'] == SERVER_URL + '/fresh'
+
+
+def test_two_jobs_on_one_pool_thread_share_nothing(app):
+    scheduler = BackgroundScheduler(max_workers=1)
+    try:
+        ids = [jobs.submit(probe, (app.bgsite.docs, key), site=app.bgsite,
+                           user=user, after_commit=False,
+                           scheduler=scheduler)
+               for key, user in (('first', 'admin'), ('second', 'bob'))]
+        assert [jobs.wait(i, TIMEOUT).state for i in ids] == [
+            'succeeded', 'succeeded']
+    finally:
+        scheduler.shutdown(wait=True)
+    first, second = RESULTS['first'], RESULTS['second']
+    assert first['thread'] == second['thread']
+    assert (first['user'], first['manage']) == ('admin', True)
+    assert (second['user'], second['manage']) == ('bob', False)
+    # AccessControl keeps managers by thread id: none is left there.
+    assert first['thread'] not in _managers
+
+
+def test_work_without_a_user_is_refused_in_zope(app):
+    with pytest.raises(PrincipalRequired, match='nobody is logged in'):
+        jobs.submit(probe, (app.bgsite.docs, 'nobody'), site=app.bgsite)
+    with pytest.raises(PrincipalRequired):
+        ProbeWorker.forSite(app.bgsite)
+    assert 'nobody' not in RESULTS
+
+
+def test_an_unknown_user_never_runs(zope, app):
+    with pytest.raises(PrincipalNotFound, match="'ghost'"):
+        jobs.submit(probe, (app.bgsite.docs, 'ghost'), site=app.bgsite,
+                    user='ghost')
+    # A user gone by the time the work runs: refused in the runner, once.
+    unit = UnitOfWork(zope['db'], app.bgsite._p_oid, 'ghost',
+                      site_hint=('', 'bgsite'))
+    with pytest.raises(PrincipalNotFound, match='no user folder'):
+        unit.run(lambda: RESULTS.setdefault('ghost', 'ran'))
+    assert 'ghost' not in RESULTS
+
+
+def test_a_pluggable_auth_service_user(zope, app):
+    job_id = jobs.submit(probe, (app.passite, 'carol'), site=app.passite,
+                         user='carol-id', after_commit=False)
+    assert jobs.wait(job_id, TIMEOUT).state == 'succeeded'
+    assert RESULTS['carol']['user'] == 'carol-id'
+    assert RESULTS['carol']['manage'] is False
+    assert last_transaction(zope['db'])['user_name'] == 'passite carol-id'
+
+
+def test_system_work_runs_with_every_permission(app):
+    job_id = jobs.submit(probe, (app.bgsite.docs, 'system'), site=app.bgsite,
+                         user=SYSTEM, after_commit=False)
+    assert jobs.wait(job_id, TIMEOUT).state == 'succeeded'
+    assert RESULTS['system']['manage'] is True
+
+
+def test_site_workers_take_zope_paths(zope):
+    [worker] = SiteWorkers(ProbeWorker, '/bgsite', 'admin',
+                           key='declared')(zope['db'])
+    worker.start()
+    worker.join(TIMEOUT)
+    assert RESULTS['declared']['site_path'] == ('', 'bgsite')
+    with pytest.raises(SiteNotFound, match="no 'nope' in the application "
+                                           "root .*'bgsite'"):
+        SiteWorkers(ProbeWorker, '/nope', 'admin')(zope['db'])
+
+
+def test_not_a_site_names_the_zope_way_to_make_one(app):
+    with pytest.raises(NotASite, match='Make site'):
+        jobs.submit(probe, (app.bgsite.docs, 'x'), site=app.bgsite.docs,
+                    user='admin')
+
+
+class Finishing(ProbeWorker):
+    """A unit that is still running when the stop comes, and finishes."""
+
+    started = None
+
+    def doWork(self):
+        self.started.set()
+        assert self._stop_event.wait(TIMEOUT)  # the stop came mid-unit
+        from zope.component import hooks
+        hooks.getSite().finished = True
+
+
+def test_closing_the_database_stops_work_first(tmp_path):
+    import threading
+
+    from five.localsitemanager import make_objectmanager_site
+    from OFS.Application import Application
+    from OFS.Folder import manage_addFolder
+    path = str(tmp_path / 'Data.fs')
+    db = DB(FileStorage(path))
+    conn = db.open()
+    conn.root()['Application'] = Application()
+    transaction.commit()
+    app = conn.root()['Application']
+    manage_addFolder(app, 'site')
+    make_objectmanager_site(app.site)
+    transaction.commit()
+    conn.close()
+    notify(DatabaseOpenedWithRoot(db))  # as Zope's start-up does
+    [worker] = SiteWorkers(Finishing, '/site', SYSTEM)(db)
+    worker.started = threading.Event()
+    worker.start()
+    assert worker.started.wait(TIMEOUT)
+    db.close()  # what runwsgi does when it stops: the unit ends first
+    assert not worker.is_alive()
+    assert worker.status.units_done == 1
+    reopened = DB(FileStorage(path, read_only=True))
+    try:
+        conn = reopened.open()
+        assert conn.root()['Application'].site.finished is True
+        conn.close()
+    finally:
+        reopened.close()
+
+
+def test_start_up_workers_are_switched_per_process(monkeypatch):
+    import sys
+    settings = {}
+    monkeypatch.setattr(zope_host, 'product_config', lambda: settings)
+    assert zope_host._startup_workers_setting() is None
+    settings['start-workers'] = 'off'
+    assert 'start-workers off' in zope_host._startup_workers_setting()
+    settings['start-workers'] = 'on'
+    monkeypatch.setitem(sys.modules, 'Zope2.utilities.zconsole', sys)
+    assert 'zconsole' in zope_host._startup_workers_setting()
+    settings['start-workers'] = 'always'
+    assert zope_host._startup_workers_setting() is None
+    settings['start-workers'] = 'sometimes'
+    with pytest.raises(Exception, match='on, off or always'):
+        zope_host._startup_workers_setting()
