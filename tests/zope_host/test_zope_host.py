@@ -4,6 +4,8 @@ their objects acquisition-wrapped, write the transaction user as Zope
 does, leave nothing behind in their thread, and stop before the
 database closes."""
 
+from _thread import get_ident
+
 import pytest
 import transaction
 import Zope2
@@ -100,6 +102,21 @@ def test_a_site_made_in_the_same_request_gets_its_worker(browser):
     assert RESULTS['fresh']['site_url'] == SERVER_URL + '/fresh'
 
 
+def thread_state():
+    """What a thread holds of security, site, job and transaction."""
+    from zope.component import hooks
+    from zope.security.management import queryInteraction
+    from zope.security.management import restoreInteraction
+    from cipher.background.scope import transaction_in_progress
+    state = dict(security_manager=get_ident() in _managers,
+                 interaction=queryInteraction(), site=hooks.getSite(),
+                 job=jobs.current_job(),
+                 transaction=transaction_in_progress())
+    restoreInteraction()  # the "previous interaction" slot, made current
+    state['previous_interaction'] = queryInteraction()
+    return state
+
+
 def test_two_jobs_on_one_pool_thread_share_nothing(app):
     scheduler = BackgroundScheduler(max_workers=1)
     try:
@@ -109,8 +126,14 @@ def test_two_jobs_on_one_pool_thread_share_nothing(app):
                for key, user in (('first', 'admin'), ('second', 'bob'))]
         assert [jobs.wait(i, TIMEOUT).state for i in ids] == [
             'succeeded', 'succeeded']
+        # A bare task on the same thread, after both: what is left there.
+        task_id = scheduler.start(thread_state)
+        left = scheduler.future[task_id].result(TIMEOUT)
     finally:
         scheduler.shutdown(wait=True)
+    assert left == dict(security_manager=False, interaction=None,
+                        previous_interaction=None, site=None, job=None,
+                        transaction=False)
     first, second = RESULTS['first'], RESULTS['second']
     assert first['thread'] == second['thread']
     assert (first['user'], first['manage']) == ('admin', True)
@@ -232,3 +255,37 @@ def test_start_up_workers_are_switched_per_process(monkeypatch):
     settings['start-workers'] = 'sometimes'
     with pytest.raises(Exception, match='on, off or always'):
         zope_host._startup_workers_setting()
+
+
+def test_the_readme_recipe_runs_as_shown(zope, app):
+    # The view of README.rst's "Zope and Plone" section, called as the
+    # publisher would call it for admin.
+    import os
+    import re
+    from AccessControl.SecurityManagement import newSecurityManager
+    from AccessControl.SecurityManagement import noSecurityManager
+    from zope.component import hooks
+    readme = open(os.path.join(os.path.dirname(__file__), '..', '..',
+                               'README.rst')).read()
+    section = readme.split('Zope and Plone\n====')[1].split('\nPyramid\n')[0]
+    code = re.search(r'permission="zope2.View" />``\)::\n\n(.*?)\n\n\S',
+                     section, re.S).group(1)
+    namespace = {}
+    exec(compile('\n'.join(line[4:] for line in code.splitlines()),
+                 'README.rst', 'exec'), namespace)
+    from Testing.makerequest import makerequest
+    wrapped = makerequest(app)
+    newSecurityManager(None, wrapped.acl_users.getUserById('admin'))
+    hooks.setSite(wrapped.bgsite)
+    try:
+        view = namespace['CheckView'](wrapped.bgsite.docs, wrapped.REQUEST)
+        job_id = view()
+        transaction.commit()
+    finally:
+        hooks.setSite(None)
+        noSecurityManager()
+    assert jobs.wait(job_id, TIMEOUT).state == 'succeeded'
+    transaction.abort()  # a fresh view of the database
+    docs = app.bgsite.docs
+    assert (docs.checked_by, docs.checked_url) == (
+        'admin', SERVER_URL + '/bgsite/docs')
