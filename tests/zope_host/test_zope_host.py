@@ -67,6 +67,7 @@ def test_a_job_runs_as_the_request_user_on_wrapped_objects(zope, browser):
     assert seen['site_in_app'] and seen['site_path'] == ('', 'bgsite')
     assert seen['site_url'] == SERVER_URL + '/bgsite'
     assert seen['doc_url'] == SERVER_URL + '/bgsite/docs'
+    assert seen['request_is_the_units'] and seen['request_user'] == 'admin'
     # Written as the publisher writes it: the Undo tab says "by admin".
     entry = last_transaction(zope['db'])
     assert entry['user_name'] == ' admin'
@@ -108,7 +109,9 @@ def thread_state():
     from zope.security.management import queryInteraction
     from zope.security.management import restoreInteraction
     from cipher.background.scope import transaction_in_progress
+    from zope.globalrequest import getRequest
     state = dict(security_manager=get_ident() in _managers,
+                 request=getRequest(),
                  interaction=queryInteraction(), site=hooks.getSite(),
                  job=jobs.current_job(),
                  transaction=transaction_in_progress())
@@ -132,6 +135,7 @@ def test_two_jobs_on_one_pool_thread_share_nothing(app):
     finally:
         scheduler.shutdown(wait=True)
     assert left == dict(security_manager=False, interaction=None,
+                        request=None,
                         previous_interaction=None, site=None, job=None,
                         transaction=False)
     first, second = RESULTS['first'], RESULTS['second']

@@ -10,6 +10,7 @@ from OFS.Folder import manage_addFolder
 from OFS.interfaces import IApplication
 from Products.Five.browser import BrowserView
 from zope.component import hooks
+from zope.globalrequest import getRequest
 
 from cipher.background import BackgroundWorkerThread
 from cipher.background import jobs
@@ -30,7 +31,9 @@ def probe(doc, key):
         site_path=site.getPhysicalPath(),
         site_url=site.absolute_url(),
         doc_url=doc.absolute_url(),
-        thread=get_ident())
+        thread=get_ident(),
+        request_is_the_units=getRequest() is site.REQUEST,
+        request_user=getRequest()['AUTHENTICATED_USER'].getId())
     doc.touched_by = user.getId()
 
 

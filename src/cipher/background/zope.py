@@ -28,7 +28,9 @@ In the runner, around each unit and each job:
   publisher does; an unknown id is PrincipalNotFound and never runs;
 * AccessControl's security manager is set for that user, with a
   zope.security interaction of the configured policy (as the publisher
-  sets one per request), and both are cleared after the unit;
+  sets one per request), and the fake request is the thread's
+  (``zope.globalrequest.getRequest()``, its ``AUTHENTICATED_USER`` the
+  user); all three are cleared after the unit;
 * the transaction's user is written the way the publisher writes it,
   so the Undo tab says "by admin".
 
@@ -60,6 +62,9 @@ from Acquisition import aq_parent
 from OFS.interfaces import IApplication
 from zope.component import hooks
 from zope.component.interfaces import ISite
+from zope.globalrequest import clearRequest
+from zope.globalrequest import getRequest
+from zope.globalrequest import setRequest
 from zope.interface import implementer
 from zope.interface.interfaces import ComponentLookupError
 from zope.security.management import newInteraction
@@ -355,10 +360,20 @@ class ZopeHost(ZopeSecurityHost):
             interaction = queryInteraction()
         else:  # the caller's, left alone
             interaction = None
-        return interaction, previous
+        # The unit's fake request is the thread's request (getRequest(),
+        # which much Plone code asks), with the user on it.
+        request = self.application(current_connection()).REQUEST
+        request['AUTHENTICATED_USER'] = principal
+        previous_request = getRequest()
+        setRequest(request)
+        return interaction, previous, previous_request
 
     def end_security(self, token):
-        interaction, previous = token
+        interaction, previous, previous_request = token
+        if previous_request is None:
+            clearRequest()
+        else:
+            setRequest(previous_request)
         if previous is None:
             noSecurityManager()  # nothing keyed by this thread's id stays
         else:
