@@ -293,3 +293,21 @@ def test_the_readme_recipe_runs_as_shown(zope, app):
     docs = app.bgsite.docs
     assert (docs.checked_by, docs.checked_url) == (
         'admin', SERVER_URL + '/bgsite/docs')
+
+
+def test_sigterm_is_taken_only_where_nobody_handles_it(zope, monkeypatch):
+    import signal
+    import threading
+    # The instance's start-up (in this process's main thread) took it.
+    assert signal.getsignal(signal.SIGTERM) is zope_host._sigterm
+    assert zope_host.stop_on_sigterm() is False  # handled already
+    answers = []
+    thread = threading.Thread(
+        target=lambda: answers.append(zope_host.stop_on_sigterm()))
+    thread.start()
+    thread.join(TIMEOUT)
+    assert answers == [False]  # never from another thread
+    monkeypatch.setattr(zope_host, 'product_config',
+                        lambda: {'stop-on-sigterm': 'maybe'})
+    with pytest.raises(Exception, match='must be on or off'):
+        zope_host.process_starting(None)

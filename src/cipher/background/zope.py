@@ -44,7 +44,15 @@ zope.conf may say::
 ``start-workers`` is ``on`` (the default: on, except in ``zconsole``),
 ``off``, or ``always`` (``zconsole`` too); the environment variable
 ``CIPHER_BACKGROUND_START_WORKERS`` overrides it per process.
+
+runwsgi closes its databases when Ctrl-C (or SystemExit) ends the
+server, but SIGTERM, what systemd, supervisord and Docker send, ends it
+at once: nothing is closed and a unit in progress is lost.  So, unless
+``stop-on-sigterm off`` is in the product-config, a SIGTERM that nobody
+else handles ends the server the way Ctrl-C does (as SystemExit in the
+main thread), and the work stops before the database closes.
 """
+import signal
 import sys
 import threading
 import weakref
@@ -456,6 +464,9 @@ def _is_zope_database(db):
         connection.close()
 
 
+_opened_here = []  # the Zope databases this process opened
+
+
 def database_opened(event):
     """On IDatabaseOpenedWithRoot, before start-up workers start, for the
     database of a Zope application: Zope's host for new work, work
@@ -464,8 +475,41 @@ def database_opened(event):
     in a Python where Zope is installed) is left alone."""
     if not _is_zope_database(event.database):
         return
+    _opened_here.append(event.database)
     set_host(ZopeHost())
     stop_before_close(event.database)
     reason = _startup_workers_setting()
     if reason is not None:
         startup.skip_startup_workers(reason)
+
+
+def _sigterm(signum, frame):
+    raise SystemExit('SIGTERM')
+
+
+def stop_on_sigterm():
+    """Make SIGTERM end this process as Ctrl-C does (SystemExit in the main
+    thread, so runwsgi closes its databases, and the work stops first).
+    Only in the main thread and when nobody handles SIGTERM yet; returns
+    True when installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _sigterm)
+    return True
+
+
+def process_starting(event):
+    """On IProcessStarting (runwsgi's server is about to serve): SIGTERM
+    stops the work before the database closes, unless the product-config
+    says ``stop-on-sigterm off``; never in zconsole."""
+    if not _opened_here or started_by_zconsole():
+        return
+    value = str(product_config().get('stop-on-sigterm', 'on')).strip().lower()
+    if value not in ('on', 'off'):
+        raise ConfigurationError(
+            '<product-config cipher.background> stop-on-sigterm must be on '
+            'or off, not %r' % (value,))
+    if value == 'on':
+        stop_on_sigterm()
