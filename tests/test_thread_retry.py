@@ -164,7 +164,7 @@ def test_disconnects_wait_longer_without_using_up_attempts(mapping_db):
     assert read(mapping_db, lambda r: r['counter'].value) == 1
 
 
-def test_stop_interrupts_a_retry_wait(mapping_db):
+def test_stop_interrupts_a_retry_wait(mapping_db, logged):
     waiting = threading.Event()
 
     def sleep(seconds, stop_event):
@@ -185,6 +185,10 @@ def test_stop_interrupts_a_retry_wait(mapping_db):
     assert worker.stop(TIMEOUT)
     assert worker.status.state == 'stopped'
     assert worker.remaining == 4  # the interrupted unit was cleaned up
+    # Given up, and the log says so: the unit is not in the database.
+    assert ('stopped: stopped while waiting to retry after ConflictError'
+            in logged.getvalue())
+    assert 'the unit was not done' in logged.getvalue()
 
 
 def test_retry_policy_as_a_class_attribute(mapping_db):

@@ -146,6 +146,23 @@ def test_two_jobs_on_one_pool_thread_share_nothing(app):
     assert first['thread'] not in _managers
 
 
+def test_an_anonymous_request_is_asked_to_log_in(browser):
+    # The view is public; the work it starts is not started for nobody,
+    # and the publisher answers with a login challenge, not an error.
+    response = browser.get('/bgsite/@@start-job', {'key': 'anonymous'},
+                           status=401)
+    assert 'WWW-Authenticate' in response.headers
+    assert 'anonymous' not in RESULTS
+
+
+def test_not_a_site_messages_name_what_to_do(app):
+    host = get_host()
+    assert '/@@components.html' in host.not_a_site_message(app)
+    assert '//@@' not in host.not_a_site_message(app)
+    assert 'cannot be made one' in host.not_a_site_message(
+        app.bgsite.acl_users)
+
+
 def test_work_without_a_user_is_refused_in_zope(app):
     with pytest.raises(PrincipalRequired, match='nobody is logged in'):
         jobs.submit(probe, (app.bgsite.docs, 'nobody'), site=app.bgsite)

@@ -117,6 +117,7 @@ def startWorkers(event):
                 worker.start()
                 with _started_lock:
                     _started.append(worker)
+                log.info('Started %s', worker.name)
         except Exception:
             log.exception('Could not start the background workers %r (%r)',
                           name, factory)

@@ -430,7 +430,10 @@ class BackgroundWorkerThread(threading.Thread):
                 runner_thread=slot is not None)  # run(): the loop's own
         except ThreadBusy:
             raise
-        except Interrupted:
+        except Interrupted as exc:
+            # The unit was given up: say so, it is not in the database.
+            self.log.warning('%s stopped: %s; the unit was not done',
+                             self.name, exc)
             return 'stopped'
         except _FATAL as exc:
             self._update(**_error_fields(exc))

@@ -52,6 +52,7 @@ at once: nothing is closed and a unit in progress is lost.  So, unless
 else handles ends the server the way Ctrl-C does (as SystemExit in the
 main thread), and the work stops before the database closes.
 """
+import logging
 import signal
 import sys
 import threading
@@ -68,6 +69,8 @@ from Acquisition import aq_chain
 from Acquisition import aq_inner
 from Acquisition import aq_parent
 from OFS.interfaces import IApplication
+from OFS.interfaces import IObjectManager
+from zExceptions import Unauthorized
 from zope.component import hooks
 from zope.component.interfaces import ISite
 from zope.globalrequest import clearRequest
@@ -93,11 +96,26 @@ from cipher.background.interfaces import IHost
 from cipher.background.scope import current_connection
 from cipher.background.security import SYSTEM
 
+log = logging.getLogger(__name__)
+
 #: The key of the Zope application in the database root.
 APPLICATION = 'Application'
 #: The name of this library's ``<product-config>`` section in zope.conf.
 PRODUCT = 'cipher.background'
 DEFAULT_SERVER_URL = 'http://localhost:8080'
+
+
+class LoginRequired(PrincipalRequired, Unauthorized):
+    """PrincipalRequired in Zope when nobody is logged in: also Zope's
+    Unauthorized, so in a request the publisher asks the browser to log
+    in (401) instead of answering an error page."""
+
+    def __init__(self, message):
+        PrincipalRequired.__init__(self, message)
+        Unauthorized.__init__(self, message)
+
+    def __str__(self):
+        return PrincipalRequired.__str__(self)
 
 
 def product_config():
@@ -179,7 +197,7 @@ class ZopeHost(ZopeSecurityHost):
         if user == SYSTEM:
             return
         if user is None:
-            raise PrincipalRequired(
+            raise LoginRequired(
                 'no user is named for this background work and nobody is '
                 'logged in; Zope checks security everywhere, so the work '
                 'would run with every permission. Start it from a request '
@@ -213,14 +231,18 @@ class ZopeHost(ZopeSecurityHost):
             return False
 
     def not_a_site_message(self, obj):
-        where = getattr(obj, 'absolute_url_path', None)
+        if not IObjectManager.providedBy(obj):
+            return ('%r is not a site, and cannot be made one (it is no '
+                    'folder); pass the site itself, such as '
+                    'zope.component.hooks.getSite() in a request' % (obj,))
+        path = '/'.join(obj.getPhysicalPath())  # '' for the application
         return (
             '%r is not a site (it has no local component registry); make '
             'it one: in the ZMI open %s/@@components.html and press "Make '
             'site", or in Python call five.localsitemanager.'
             'make_objectmanager_site(folder) (Products.Five.component.'
             'enableSite() alone gives it no site manager); or pass the '
-            'site itself' % (obj, where() if callable(where) else '...'))
+            'site itself' % (obj, path))
 
     def locate(self, obj):
         """The physical path of ``obj`` when it is acquisition-wrapped up
@@ -447,7 +469,11 @@ def stop_before_close(db, timeout=None):
 
     def stop_then_close():
         try:
-            shutdown.stop_all(timeout)
+            log.info('Stopping background work before the database closes')
+            alive = shutdown.stop_all(timeout)
+            if alive:
+                log.warning('Still running after %ss, the database closes '
+                            'under them: %r', timeout, alive)
         finally:
             close()
     stop_then_close.stops_background_work = True
