@@ -94,6 +94,15 @@ def test_a_worker_started_in_a_request_runs_as_its_user(browser):
         'admin', True, ('', 'bgsite'))
 
 
+def test_a_worker_of_a_user_without_a_permission_lacks_it(browser):
+    as_user(browser, 'bob').get('/bgsite/@@start-worker', {'key': 'bob'})
+    worker = RESULTS['worker bob']
+    worker.join(TIMEOUT)
+    assert worker.status.units_done == 1
+    assert (RESULTS['bob']['user'], RESULTS['bob']['manage']) == (
+        'bob', False)
+
+
 def test_a_site_made_in_the_same_request_gets_its_worker(browser):
     as_user(browser, 'admin').get('/@@make-site', {'name': 'fresh'})
     worker = RESULTS['worker fresh']
