@@ -183,6 +183,25 @@ def test_start_status_stop_a_named_process(tmp_path):
         'sleeper was not running\n'
 
 
+def test_a_stray_pid_file_is_reported_and_the_rest_listed(tmp_path):
+    rundir = tmp_path / 'run'
+    rundir.mkdir(mode=0o700)
+    (rundir / 'stray.pid').write_text('{"pid": 1}')
+    run('start', '--rundir', str(rundir), 'sleeper', '--', 'sleep', '300')
+    try:
+        listing = run('status', '--rundir', str(rundir))
+        assert listing.returncode == 0, listing.stderr
+        lines = listing.stdout.splitlines()
+        assert lines[0].startswith('sleeper: running, pid ')
+        assert lines[1].startswith('stray: unknown: ')
+        assert 'stray.pid is not a pid file this library wrote' in lines[1]
+        refused = run('stop', '--rundir', str(rundir), 'stray')
+        assert refused.returncode != 0 and 'Traceback' not in refused.stderr
+        assert 'nothing was signalled' in refused.stderr
+    finally:
+        run('stop', '--rundir', str(rundir), 'sleeper')
+
+
 @pytest.mark.parametrize('command', [[], ['demo'], ['worker'], ['start'],
                                      ['stop'], ['status']])
 def test_help_everywhere(command):

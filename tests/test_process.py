@@ -1,4 +1,5 @@
 """Named background processes: really started, signalled and killed."""
+import json
 import os
 import signal
 import stat
@@ -98,8 +99,10 @@ def test_a_reused_pid_never_reads_as_running(rundir):
         os.makedirs(rundir, mode=0o700)
         # A pid file whose pid now belongs to an unrelated process.
         with open(os.path.join(rundir, 'ghost.pid'), 'w') as f:
-            f.write('{"pid": %d, "pgid": %d, "start_time": "1", '
-                    '"command": ["old"]}' % (other.pid, other.pid))
+            f.write(json.dumps(dict(
+                pid=other.pid, pgid=other.pid, start_time='1',
+                supervisor=dict(pid=other.pid, start_time='1'),
+                command=['old'])))
         assert not process.is_running('ghost', rundir=rundir)
         assert process.kill('ghost', rundir=rundir) is False
         assert other.poll() is None  # the unrelated process was spared
@@ -182,3 +185,57 @@ def test_bad_input_raises_and_leaves_no_files(rundir, name, args, message):
     with pytest.raises(ConfigurationError, match=message):
         process.run_in_background(name, args, rundir=rundir)
     assert not os.path.exists(rundir)
+
+
+def write_pid_file(rundir, name, **record):
+    os.makedirs(rundir, mode=0o700, exist_ok=True)
+    path = os.path.join(rundir, name + '.pid')
+    with open(path, 'w') as f:
+        f.write(record.pop('text', None) or json.dumps(record))
+    return path
+
+
+def test_an_edited_pid_file_never_gets_a_stranger_signalled(rundir):
+    # A process of the caller's own: a pid file edited to name it (its
+    # real start time copied, so it reads as running) is refused.
+    from cipher.background._procfiles import start_time
+    from cipher.background.errors import BadProcessFile
+    stranger = subprocess.Popen(['sleep', '300'], start_new_session=True)
+    try:
+        real = start_time(stranger.pid)
+        edited = dict(pid=stranger.pid, pgid=stranger.pid, start_time=real,
+                      supervisor=dict(pid=stranger.pid, start_time=real),
+                      command=['sleep', '300'])
+        write_pid_file(rundir, 'victim', **edited)
+        assert process.is_running('victim', rundir=rundir)
+        with pytest.raises(BadProcessFile, match='not its supervisor'):
+            process.kill('victim', rundir=rundir)
+        # Our own group, and groups 0 and 1, are never signalled.
+        for pgid in (os.getpgrp(), 0, 1):
+            write_pid_file(rundir, 'victim', **dict(edited, pgid=pgid))
+            with pytest.raises(BadProcessFile):
+                process.kill('victim', rundir=rundir)
+        assert stranger.poll() is None  # spared every time
+    finally:
+        stranger.kill()
+        stranger.wait()
+        os.unlink(os.path.join(rundir, 'victim.pid'))
+
+
+@pytest.mark.parametrize('text', [
+    'not json', '[]', '{"pid": "12"}', '{"pid": 0, "pgid": 0}',
+    '{"pid": 5, "pgid": 5, "start_time": "1", "command": []}',
+])
+def test_a_malformed_pid_file_is_reported_not_a_crash(rundir, text):
+    from cipher.background.errors import BadProcessFile
+    write_pid_file(rundir, 'broken', text=text)
+    assert process.is_running('broken', rundir=rundir) is False
+    status = process.status('broken', rundir=rundir)
+    assert (status.running, status.pid) == (False, None)
+    assert 'broken.pid is not' in status.problem
+    with pytest.raises(BadProcessFile, match='nothing was signalled|not a'):
+        process.kill('broken', rundir=rundir)
+    # A start replaces it (nothing of ours can be running under it).
+    assert process.run_in_background('broken', ['sleep', '300'],
+                                     rundir=rundir) == 0
+    assert process.status('broken', rundir=rundir).problem is None

@@ -12,6 +12,7 @@ from cipher.background.contextmanagers import ZopeSite
 from cipher.background.contextmanagers import ZopeTransaction
 from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ArgumentTypeError
+from cipher.background.errors import BadProcessFile
 from cipher.background.errors import CommandError
 from cipher.background.errors import DatabaseClosed
 from cipher.background.errors import JobCancelled
@@ -118,6 +119,7 @@ __all__ = [
     'ArgumentTypeError',
     'NotASite',
     'AlreadyStarted',
+    'BadProcessFile',
     'CommandError',
     'DatabaseClosed',
     'Interrupted',

@@ -207,7 +207,9 @@ def _status(args):
     for name in names:
         status = process.status(name, rundir=args.rundir)
         command = ' '.join(status.command or ())
-        if status.running:
+        if status.problem:
+            print('%s: unknown: %s' % (name, status.problem))
+        elif status.running:
             running = True
             print('%s: running, pid %d: %s' % (name, status.pid, command))
         elif status.returncode is not None:

@@ -197,6 +197,12 @@ class ProcessStartError(BackgroundError, OSError):
     not be executed); nothing is left running."""
 
 
+class BadProcessFile(BackgroundError, ValueError):
+    """A pid file of the run directory is not one this library wrote, or
+    names a process that is not the one it started: nothing is signalled
+    through it."""
+
+
 class CommandError(BackgroundError):
     """A failure of the ``cipher-background`` command, reported as one
     line on stderr with exit status 1."""

@@ -18,6 +18,7 @@ import sys
 import time
 
 from cipher.background import _procfiles
+from cipher.background.errors import BadProcessFile
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import ProcessStartError
 
@@ -39,6 +40,8 @@ class ProcessStatus:
     command: tuple = None
     returncode: int = None
     log: str = None
+    #: Why the pid file could not be trusted (it was then not used).
+    problem: str = None
 
 
 def default_rundir():
@@ -108,9 +111,13 @@ class _Lock:
 
 
 def is_running(name, rundir=None):
-    """True when the process started under ``name`` is running."""
+    """True when the process started under ``name`` is running (False
+    when its pid file is not one this library wrote)."""
     files = _files(name, rundir)
-    return _procfiles.is_alive(files.read_pid())
+    try:
+        return _procfiles.is_alive(files.read_pid())
+    except BadProcessFile:
+        return False
 
 
 def run_in_background(name, args, rundir=None, cwd=None, env=None,
@@ -126,8 +133,11 @@ def run_in_background(name, args, rundir=None, cwd=None, env=None,
     _check_command(args, cwd, env)
     files = _files(name, rundir, create=True)
     with _Lock(files.lock):
-        if _procfiles.is_alive(files.read_pid()):
-            return None
+        try:
+            if _procfiles.is_alive(files.read_pid()):
+                return None
+        except BadProcessFile:
+            pass  # not ours, so nothing of ours runs: replaced below
         files.remove_pid()  # a stale one
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))))
@@ -165,7 +175,10 @@ def refresh_if_stale(name, args, path, max_age, rundir=None, **kwargs):
 def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
     """Send ``sig`` to the whole process group of ``name``.
 
-    Returns True when it was running.  For a signal that ends processes,
+    Returns True when it was running.  Only a group led by the supervisor
+    this library started for ``name`` is signalled (checked by its start
+    time and command line when the signal is sent): BadProcessFile, and
+    nothing signalled, for a pid file that names anything else.  For a signal that ends processes,
     waits up to ``timeout`` seconds for the end of the process and of its
     supervisor (so its exit status is recorded), and removes the pid
     file.
@@ -174,8 +187,9 @@ def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
     record = files.read_pid()
     if not _procfiles.is_alive(record):
         return False
+    pgid = _procfiles.group_to_signal(record, name, files.pid)
     try:
-        os.killpg(record['pgid'], sig)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
         return False
     if sig in _SIGNALS_THAT_END:
@@ -193,15 +207,22 @@ def status(name, rundir=None):
     """The ProcessStatus of ``name``: running or not, its pid, command,
     the exit status of its last run, its log file."""
     files = _files(name, rundir)
-    record = files.read_pid()
+    problem = None
+    try:
+        record = files.read_pid()
+    except BadProcessFile as exc:
+        record, problem = None, str(exc)
     if _procfiles.is_alive(record):
         return ProcessStatus(name, True, record['pid'],
                              tuple(record['command']), None, files.log)
     ended = files.read_exit() or {}
+    returncode = ended.get('returncode')
+    command = ended.get('command')
     return ProcessStatus(
-        name, False, None, tuple(ended.get('command', ())) or None,
-        ended.get('returncode'), files.log if os.path.exists(files.log)
-        else None)
+        name, False, None,
+        tuple(map(str, command)) if isinstance(command, list) else None,
+        returncode if isinstance(returncode, int) else None,
+        files.log if os.path.exists(files.log) else None, problem)
 
 
 def names(rundir=None):
