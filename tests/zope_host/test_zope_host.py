@@ -19,6 +19,7 @@ from cipher.background import SYSTEM
 from cipher.background import UnitOfWork
 from cipher.background import jobs
 from cipher.background import zope as zope_host
+from cipher.background import zopeinstance as instance
 from cipher.background.errors import NotASite
 from cipher.background.errors import PrincipalNotFound
 from cipher.background.errors import PrincipalRequired
@@ -273,18 +274,18 @@ def test_closing_the_database_stops_work_first(tmp_path):
 def test_start_up_workers_are_switched_per_process(monkeypatch):
     import sys
     settings = {}
-    monkeypatch.setattr(zope_host, 'product_config', lambda: settings)
-    assert zope_host._startup_workers_setting() is None
+    monkeypatch.setattr(instance, 'product_config', lambda: settings)
+    assert instance._startup_workers_setting() is None
     settings['start-workers'] = 'off'
-    assert 'start-workers off' in zope_host._startup_workers_setting()
+    assert 'start-workers off' in instance._startup_workers_setting()
     settings['start-workers'] = 'on'
     monkeypatch.setitem(sys.modules, 'Zope2.utilities.zconsole', sys)
-    assert 'zconsole' in zope_host._startup_workers_setting()
+    assert 'zconsole' in instance._startup_workers_setting()
     settings['start-workers'] = 'always'
-    assert zope_host._startup_workers_setting() is None
+    assert instance._startup_workers_setting() is None
     settings['start-workers'] = 'sometimes'
     with pytest.raises(Exception, match='on, off or always'):
-        zope_host._startup_workers_setting()
+        instance._startup_workers_setting()
 
 
 def test_the_readme_recipe_runs_as_shown(zope, app):
@@ -325,15 +326,15 @@ def test_sigterm_is_taken_only_where_nobody_handles_it(zope, monkeypatch):
     import signal
     import threading
     # The instance's start-up (in this process's main thread) took it.
-    assert signal.getsignal(signal.SIGTERM) is zope_host._sigterm
-    assert zope_host.stop_on_sigterm() is False  # handled already
+    assert signal.getsignal(signal.SIGTERM) is instance._sigterm
+    assert instance.stop_on_sigterm() is False  # handled already
     answers = []
     thread = threading.Thread(
-        target=lambda: answers.append(zope_host.stop_on_sigterm()))
+        target=lambda: answers.append(instance.stop_on_sigterm()))
     thread.start()
     thread.join(TIMEOUT)
     assert answers == [False]  # never from another thread
-    monkeypatch.setattr(zope_host, 'product_config',
+    monkeypatch.setattr(instance, 'product_config',
                         lambda: {'stop-on-sigterm': 'maybe'})
     with pytest.raises(Exception, match='must be on or off'):
-        zope_host.process_starting(None)
+        instance.process_starting(None)
