@@ -10,22 +10,13 @@ import time
 from ZODB import DB
 from ZODB.FileStorage import FileStorage
 
+from conftest import SERVER_URL
+from conftest import ZOPE_CONF
 from helpers import TIMEOUT
 from helpers import free_port
 from helpers import subprocess_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-ZOPE_CONF = """\
-%define INSTANCE {home}
-instancehome $INSTANCE
-<zodb_db main>
-   <filestorage>
-     path $INSTANCE/var/Data.fs
-   </filestorage>
-   mount-point /
-</zodb_db>
-"""
 
 SITE_ZCML = """\
 <configure xmlns="http://namespaces.zope.org/zope"
@@ -65,7 +56,8 @@ def test_sigterm_lets_the_unit_finish_before_the_database_closes(tmp_path):
     home = tmp_path / 'instance'
     for folder in ('etc', 'var'):
         (home / folder).mkdir(parents=True)
-    (home / 'etc' / 'zope.conf').write_text(ZOPE_CONF.format(home=home))
+    (home / 'etc' / 'zope.conf').write_text(
+        ZOPE_CONF.format(home=home, url=SERVER_URL))
     (home / 'etc' / 'site.zcml').write_text(SITE_ZCML)
     (home / 'etc' / 'zope.ini').write_text(ZOPE_INI.format(port=free_port()))
     marker = tmp_path / 'unit-started'
