@@ -3,13 +3,9 @@ leaves its thread clean and its workers stopped."""
 import os
 
 import pytest
-import transaction
 from ZODB import DB
 from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
-from zope.component import hooks
-from zope.security.management import endInteraction
-from zope.security.management import queryInteraction
 from zope.security.management import setSecurityPolicy
 from zope.securitypolicy.principalpermission import (
     principalPermissionManager)
@@ -24,6 +20,7 @@ from cipher.background.thread import log as thread_log
 from cipher.background.thread import stop_all
 from helpers import TIMEOUT
 from helpers import ZEOServer
+from helpers import thread_leftovers
 
 # The Zope host's tests start a Zope instance, which changes the whole
 # process: test_zope.py runs them in a process of their own.
@@ -37,14 +34,7 @@ def clean_thread_state():
     """Fail a test that leaves a site, an interaction, a host or a live
     worker."""
     yield
-    leftovers = []
-    if hooks.getSite() is not None:
-        leftovers.append('a local site')
-        hooks.setSite(None)
-    if queryInteraction() is not None:
-        leftovers.append('an interaction')
-        endInteraction()
-    transaction.abort()
+    leftovers = thread_leftovers()
     if get_host() is not DEFAULT_HOST:
         leftovers.append('a host other than the default')
         set_host(None)

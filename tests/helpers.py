@@ -6,6 +6,11 @@ import sys
 import time
 
 import transaction
+from ZODB import DB
+from ZODB.FileStorage import FileStorage
+from zope.component import hooks
+from zope.security.management import endInteraction
+from zope.security.management import queryInteraction
 
 from cipher.background import demo
 
@@ -26,6 +31,30 @@ def add_site(db, users=('editor', 'admin'), name='site', **objects):
     finally:
         transaction.abort()
         conn.close()
+
+
+def thread_leftovers():
+    """What a test left in its thread (a local site, an interaction), each
+    cleared; the transaction is aborted."""
+    leftovers = []
+    if hooks.getSite() is not None:
+        leftovers.append('a local site')
+        hooks.setSite(None)
+    if queryInteraction() is not None:
+        leftovers.append('an interaction')
+        endInteraction()
+    transaction.abort()
+    return leftovers
+
+
+def read_file_storage(path, fn):
+    """Call ``fn(root)`` on the FileStorage at ``path``, opened read-only
+    (a database closed by the code under test)."""
+    db = DB(FileStorage(str(path), read_only=True))
+    try:
+        return read(db, fn)
+    finally:
+        db.close()
 
 
 def read(db, fn):

@@ -11,12 +11,10 @@ import pytest
 import transaction
 import webtest
 from AccessControl.SecurityManagement import noSecurityManager
-from zope.component import hooks
-from zope.security.management import endInteraction
-from zope.security.management import queryInteraction
 
 from cipher.background import stop_all
 from helpers import TIMEOUT
+from helpers import thread_leftovers
 
 SERVER_URL = 'https://zope.example.com'
 
@@ -110,14 +108,7 @@ def clean_thread_state():
     or a live worker (replaces the suite's check: the host here is
     Zope's on purpose)."""
     yield
-    leftovers = []
-    if hooks.getSite() is not None:
-        leftovers.append('a local site')
-        hooks.setSite(None)
-    if queryInteraction() is not None:
-        leftovers.append('an interaction')
-        endInteraction()
-    transaction.abort()
+    leftovers = thread_leftovers()
     noSecurityManager()  # the test's own calls may have made one
     still_alive = stop_all(timeout=TIMEOUT)
     assert not still_alive, 'workers did not stop: %r' % still_alive

@@ -7,13 +7,12 @@ import subprocess
 import sys
 import time
 
-from ZODB import DB
-from ZODB.FileStorage import FileStorage
 
 from conftest import SERVER_URL
 from conftest import ZOPE_CONF
 from helpers import TIMEOUT
 from helpers import free_port
+from helpers import read_file_storage
 from helpers import subprocess_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,10 +78,6 @@ def test_sigterm_lets_the_unit_finish_before_the_database_closes(tmp_path):
             process.wait()
     assert process.returncode == 0, output
     assert 'Traceback' not in output and 'Error' not in output, output
-    db = DB(FileStorage(str(home / 'var' / 'Data.fs'), read_only=True))
-    try:
-        conn = db.open()
-        assert conn.root()['Application'].bgsite.finished is True
-        conn.close()
-    finally:
-        db.close()
+    assert read_file_storage(
+        home / 'var' / 'Data.fs',
+        lambda root: root['Application'].bgsite.finished) is True

@@ -29,6 +29,7 @@ from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.startup import SiteWorkers
 from conftest import SERVER_URL
 from helpers import TIMEOUT
+from helpers import read_file_storage
 from views import RESULTS
 from views import ProbeWorker
 from views import probe
@@ -262,13 +263,8 @@ def test_closing_the_database_stops_work_first(tmp_path):
     db.close()  # what runwsgi does when it stops: the unit ends first
     assert not worker.is_alive()
     assert worker.status.units_done == 1
-    reopened = DB(FileStorage(path, read_only=True))
-    try:
-        conn = reopened.open()
-        assert conn.root()['Application'].site.finished is True
-        conn.close()
-    finally:
-        reopened.close()
+    assert read_file_storage(
+        path, lambda root: root['Application'].site.finished) is True
 
 
 def test_start_up_workers_are_switched_per_process(monkeypatch):
