@@ -1,4 +1,7 @@
 """Worker classes the command-line tests run in a subprocess."""
+import os
+import time
+
 from zope.component import hooks
 
 from cipher.background.thread import BackgroundWorkerThread
@@ -24,6 +27,29 @@ class ThreeUnits(PairWriter):
     def scheduleNextWork(self):
         self.units += 1
         return self.units <= 3
+
+
+class Crasher(PairWriter):
+    """Its scheduling fails: the worker ends 'crashed'."""
+
+    def scheduleNextWork(self):
+        raise RuntimeError('the schedule is broken')
+
+
+class Stuck(PairWriter):
+    """One unit that creates $CIPHER_TEST_MARKER, then runs on until
+    $CIPHER_TEST_RELEASE exists (a unit longer than any grace time)."""
+
+    units = 0
+
+    def scheduleNextWork(self):
+        self.units += 1
+        return self.units == 1 or self.wait(60)
+
+    def doWork(self):
+        open(os.environ['CIPHER_TEST_MARKER'], 'w').close()
+        while not os.path.exists(os.environ['CIPHER_TEST_RELEASE']):
+            time.sleep(0.01)  # released by a file from another process
 
 
 NotAWorker = object

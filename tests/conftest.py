@@ -1,6 +1,14 @@
 """Fixtures: real databases, a real ZEO server, and a check that every test
 leaves its thread clean and its workers stopped."""
 import os
+import sys
+
+# The Pythons the tests start (sys.executable: the CLI, a ZEO server,
+# crash scripts) see the packages this one sees.  Under a buildout's
+# bin/test the interpreter alone finds none of the eggs.
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    [os.path.abspath(entry) for entry in sys.path if entry]
+    + [entry for entry in [os.environ.get('PYTHONPATH')] if entry])
 
 import pytest
 from ZODB import DB

@@ -11,6 +11,7 @@ from ZODB.FileStorage import FileStorage
 
 from helpers import TIMEOUT
 from helpers import add_site
+from helpers import free_port
 from helpers import read
 from helpers import subprocess_env
 
@@ -50,7 +51,8 @@ def test_demo_shows_progress_and_history_and_runs_twice(tmp_path):
         'doc': 'DRAFT', 'doc-1': 'PUBLISHED', 'doc-2': 'PUBLISHED'}
 
 
-def test_worker_on_zeo_stops_cleanly_on_sigterm(zeo_server, zeo_db):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP])
+def test_worker_on_zeo_stops_cleanly_on_a_signal(zeo_server, zeo_db, signum):
     add_site(zeo_db)
     worker = subprocess.Popen(
         [sys.executable, '-m', 'cipher.background', 'worker',
@@ -64,7 +66,7 @@ def test_worker_on_zeo_stops_cleanly_on_sigterm(zeo_server, zeo_db):
         while read(zeo_db, lambda r: r.get('a', 0)) < 5:
             assert time.monotonic() < deadline and worker.poll() is None
             time.sleep(0.05)  # another process works; we look now and then
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(signum)
         out, err = worker.communicate(timeout=TIMEOUT)
     finally:
         if worker.poll() is None:
@@ -83,7 +85,7 @@ def test_worker_without_a_user_on_a_checked_site_is_refused(tmp_path):
     db.close()
     done = run('worker', '--zodb', 'file://' + path, '--site', 'site',
                '--worker', 'cli_workers:ThreeUnits')
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert 'no user is named' in done.stderr
     assert '--user' in done.stderr and 'Traceback' not in done.stderr
     db = DB(FileStorage(path, read_only=True))
@@ -108,6 +110,94 @@ def test_worker_that_ends_by_itself_exits_zero(tmp_path):
         db.close()
 
 
+def start_worker(path, *args, env=None):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'cipher.background', 'worker',
+         '--zodb', 'file://' + path, '--site', '/site', '--system'] +
+        list(args), env=env or subprocess_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def test_a_crashed_worker_makes_the_command_fail(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    db = DB(FileStorage(path))
+    add_site(db)
+    db.close()
+    done = run('worker', '--zodb', 'file://' + path, '--site', 'site',
+               '--worker', 'cli_workers:Crasher', '--system')
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith('cipher-background: error: ')
+    assert 'crashed: RuntimeError: the schedule is broken' in last
+
+
+def test_a_worker_outliving_the_grace_time_makes_the_command_fail(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    db = DB(FileStorage(path))
+    add_site(db)
+    db.close()
+    marker, release = tmp_path / 'in-unit', tmp_path / 'release'
+    env = dict(subprocess_env(), CIPHER_TEST_MARKER=str(marker),
+               CIPHER_TEST_RELEASE=str(release))
+    worker = start_worker(path, '--worker', 'cli_workers:Stuck',
+                          '--grace', '0.1', env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not marker.exists():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.01)  # another process works; we look now and then
+        worker.send_signal(signal.SIGTERM)
+        lines = []
+        while 'did not stop' not in ''.join(lines):
+            lines.append(worker.stderr.readline())
+            assert lines[-1], 'the command ended without saying so'
+        release.touch()  # the unit may end now; the process exits
+        out, err = worker.communicate(timeout=TIMEOUT)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 1
+    assert 'Stuck' in lines[-1] and 'within 0.1 s' in lines[-1]
+    assert 'database was left open' in lines[-1]
+    assert 'Traceback' not in err
+
+
+def test_a_worker_module_in_the_current_directory_is_found(tmp_path):
+    (tmp_path / 'localworkers.py').write_text(
+        'from cli_workers import ThreeUnits as Here\n')
+    path = str(tmp_path / 'Data.fs')
+    db = DB(FileStorage(path))
+    add_site(db)
+    db.close()
+    # -P: as from the console script, the working directory is not on
+    # sys.path by itself (python -m would put it there).
+    done = subprocess.run(
+        [sys.executable, '-P', '-m', 'cipher.background', 'worker',
+         '--zodb', 'file://' + path, '--site', 'site',
+         '--worker', 'localworkers:Here', '--system'],
+        env=subprocess_env(), capture_output=True, text=True,
+        cwd=str(tmp_path), timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    db = DB(FileStorage(path, read_only=True))
+    try:
+        assert read(db, lambda r: (r['a'], r['b'])) == (3, 3)
+    finally:
+        db.close()
+
+
+def test_a_zeo_server_that_is_down_is_waited_for_as_long_as_told():
+    done = run('worker', '--zodb', 'zeo://127.0.0.1:%d' % free_port(),
+               '--site', '/site', '--worker', 'cli_workers:PairWriter',
+               '--system', '--connect-timeout', '1')
+    assert done.returncode == 1
+    waiting, error = done.stderr.strip().splitlines()
+    assert 'connecting to the ZEO server at 127.0.0.1:' in waiting
+    assert 'waiting up to 1.0 s' in waiting
+    assert 'no ZEO server answered at 127.0.0.1:' in error
+    assert 'within 1.0 s' in error
+
+
 @pytest.fixture
 def file_uri(tmp_path):
     path = str(tmp_path / 'Data.fs')
@@ -130,9 +220,29 @@ def file_uri(tmp_path):
       '--worker', 'cli_workers:NotAWorker'], 1,
      'is not a BackgroundWorkerThread subclass'),
     (['worker', '--zodb', '{uri}', '--site', '/nowhere',
-      '--worker', 'cli_workers:PairWriter'], 1, "no 'nowhere' in the root"),
+      '--worker', 'cli_workers:PairWriter'], 2, "no 'nowhere' in the root"),
     (['worker', '--zodb', '{uri}', '--site', '/site/doc',
-      '--worker', 'cli_workers:PairWriter'], 1, 'is not a site'),
+      '--worker', 'cli_workers:PairWriter'], 2, 'is not a site'),
+    (['worker', '--zodb', '{uri}', '--site', '/site',
+      '--worker', 'cli_workers:PairWriter', '--user', 'nobody'], 2,
+     "'nobody'"),
+    (['worker', '--zodb', '{locked}', '--site', '/site',
+      '--worker', 'cli_workers:PairWriter', '--user', 'editor'], 1,
+     'cannot open the database'),
+    (['worker', '--zodb', '{not_a_db}', '--site', '/site',
+      '--worker', 'cli_workers:PairWriter', '--user', 'editor'], 1,
+     'cannot open the database'),
+    (['worker', '--zodb', '{uri}', '--site', '/site',
+      '--worker', 'cli_workers:PairWriter', '--threads', 'many'], 2,
+     "invalid int value: 'many'"),
+    (['worker', '--zodb', '{uri}', '--site', '/site',
+      '--worker', 'cli_workers:PairWriter', '--grace', '-1'], 2,
+     '--grace must be >= 0'),
+    (['demo', '--db', '{db}', '--user', 'nobody'], 1,
+     "no user 'nobody' in the demo site"),
+    (['demo', '--db', '{not_a_db_path}'], 1, 'cannot open'),
+    (['demo', '--db', '{locked_path}'], 1, 'is in use by another process'),
+    (['demo', '--db', '/proc/no/such/place/Data.fs'], 1, 'cannot'),
     (['worker', '--zodb', '{uri}', '--site', '/site',
       '--worker', 'nocolon'], 2, '--worker takes MODULE:CLASS'),
     (['worker', '--zodb', '{uri}', '--site', '/site',
@@ -146,13 +256,38 @@ def file_uri(tmp_path):
     (['start', 'bad/name', '--', 'sleep', '1'], 1,
      'not usable as a file name'),
     (['start', 'ok', '--', 'no-such-command-anywhere'], 1, 'was not found'),
+    (['start', '--rundir', '{shared}', 'ok', '--', 'true'], 1,
+     'may be written by other users'),
+    (['stop', 'bad/name'], 1, 'not usable as a file name'),
+    (['stop', 'ok', '--timeout', 'soon'], 2, "invalid float value: 'soon'"),
+    (['stop', 'ok', '--timeout', '-1'], 2, '--timeout must not be negative'),
+    (['stop', 'ok', '--rundir', '{shared}'], 1,
+     'may be written by other users'),
+    (['status', 'bad/name'], 1, 'not usable as a file name'),
+    (['status', '--rundir', '{shared}'], 1, 'may be written by other users'),
+    (['status', 'a', 'b'], 2, 'unrecognized arguments: b'),
 ])
 def test_user_mistakes_are_one_line_without_traceback(
         file_uri, tmp_path, args, status, message):
-    args = [a.format(uri=file_uri) for a in args]
-    if args[:1] == ['start']:
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(0o777)
+    not_a_db = tmp_path / 'notes.txt'
+    not_a_db.write_text('not a database\n')
+    locked_path = str(tmp_path / 'locked.fs')
+    files = dict(uri=file_uri, db=file_uri[len('file://'):],
+                 shared=str(shared), not_a_db_path=str(not_a_db),
+                 not_a_db='file://%s' % not_a_db, locked_path=locked_path,
+                 locked='file://' + locked_path)
+    args = [a.format(**files) for a in args]
+    if args[:1] in (['start'], ['stop'], ['status']) \
+            and '--rundir' not in args:
         args[1:1] = ['--rundir', str(tmp_path / 'run')]
-    done = run(*args)
+    holder = FileStorage(locked_path)  # locked while the command runs
+    try:
+        done = run(*args)
+    finally:
+        holder.close()
     assert done.returncode == status, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('cipher-background')
@@ -165,7 +300,8 @@ def test_start_status_stop_a_named_process(tmp_path):
     rundir = str(tmp_path / 'run')
     started = run('start', '--rundir', rundir, 'sleeper', '--',
                   'sleep', '300')
-    assert (started.returncode, started.stdout) == (0, 'started sleeper\n')
+    assert started.returncode == 0
+    assert started.stdout.startswith('started sleeper, pid ')
     again = run('start', '--rundir', rundir, 'sleeper', '--', 'sleep', '1')
     assert again.stdout == 'sleeper is already running\n'
     status = run('status', '--rundir', rundir, 'sleeper')

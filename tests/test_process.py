@@ -11,7 +11,9 @@ import time
 import pytest
 
 from cipher.background import process
+from cipher.background.errors import BadProcessFile
 from cipher.background.errors import ConfigurationError
+from cipher.background.errors import ProcessStartError
 from helpers import TIMEOUT
 from helpers import subprocess_env
 
@@ -21,7 +23,10 @@ def rundir(tmp_path):
     path = str(tmp_path / 'run')
     yield path
     for name in process.names(path):
-        process.kill(name, signal.SIGKILL, rundir=path)
+        try:
+            process.kill(name, signal.SIGKILL, rundir=path)
+        except BadProcessFile:
+            pass  # a test's own planted file
 
 
 def eventually(predicate):
@@ -39,9 +44,10 @@ def proc_stat(pid):
 
 
 def test_start_runs_a_detached_daemon_and_refuses_a_second(rundir):
-    assert process.run_in_background('sleeper', ['sleep', '300'],
-                                     rundir=rundir) == 0
+    pid = process.run_in_background('sleeper', ['sleep', '300'],
+                                    rundir=rundir)
     status = process.status('sleeper', rundir=rundir)
+    assert pid and status.pid == pid
     assert status.running and status.command == ('sleep', '300')
     assert process.is_running('sleeper', rundir=rundir)
     fields = proc_stat(status.pid)
@@ -107,7 +113,7 @@ def test_a_reused_pid_never_reads_as_running(rundir):
         assert process.kill('ghost', rundir=rundir) is False
         assert other.poll() is None  # the unrelated process was spared
         assert process.run_in_background('ghost', ['sleep', '300'],
-                                         rundir=rundir) == 0
+                                         rundir=rundir)
         assert process.status('ghost', rundir=rundir).pid != other.pid
     finally:
         other.kill()
@@ -128,7 +134,8 @@ def test_racing_callers_start_one_process(rundir):
               for _ in range(4)]
     answers = sorted(r.communicate(timeout=TIMEOUT)[0].strip()
                      for r in racers)
-    assert answers == ['0', 'None', 'None', 'None']
+    assert answers[1:] == ['None', 'None', 'None']
+    assert int(answers[0]) == process.status('racer', rundir=rundir).pid
     # And threads of one process race the same way.
     process.kill('racer', rundir=rundir)
     barrier = threading.Barrier(4)
@@ -143,7 +150,8 @@ def test_racing_callers_start_one_process(rundir):
         t.start()
     for t in threads:
         t.join(TIMEOUT)
-    assert sorted(results, key=str) == [0, None, None, None]
+    assert results.count(None) == 3
+    assert process.status('racer', rundir=rundir).pid in results
 
 
 def test_rundir_from_the_environment_and_the_default(monkeypatch, tmp_path):
@@ -237,5 +245,182 @@ def test_a_malformed_pid_file_is_reported_not_a_crash(rundir, text):
         process.kill('broken', rundir=rundir)
     # A start replaces it (nothing of ours can be running under it).
     assert process.run_in_background('broken', ['sleep', '300'],
-                                     rundir=rundir) == 0
+                                     rundir=rundir)
     assert process.status('broken', rundir=rundir).problem is None
+
+
+# -- the run directory and its files (issue 11, items 10 and 13) --
+
+def test_a_run_directory_others_may_write_is_refused(tmp_path):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(0o777)
+    for call in (lambda: process.run_in_background('x', ['true'],
+                                                   rundir=str(shared)),
+                 lambda: process.status('x', rundir=str(shared)),
+                 lambda: process.names(str(shared))):
+        with pytest.raises(ConfigurationError,
+                           match='may be written by other users'):
+            call()
+    assert os.listdir(str(shared)) == []
+
+
+def test_a_run_directory_of_another_user_is_refused(tmp_path):
+    if os.geteuid() == 0:
+        foreign = tmp_path / 'foreign'
+        foreign.mkdir(mode=0o700)
+        os.chown(str(foreign), 65534, 65534)
+    else:
+        foreign = '/'  # root's, and not writable by others
+    with pytest.raises(ConfigurationError, match='belongs to user id'):
+        process.run_in_background('x', ['true'], rundir=str(foreign))
+
+
+def test_no_file_is_reached_through_a_symbolic_link(rundir, tmp_path):
+    victim = tmp_path / 'victim'
+    victim.write_text('precious\n')
+    os.makedirs(rundir, mode=0o700)
+    os.symlink(str(victim), os.path.join(rundir, 'planted.log'))
+    with pytest.raises(ProcessStartError, match='symbolic link'):
+        process.run_in_background('planted', ['echo', 'appended'],
+                                  rundir=rundir)
+    assert victim.read_text() == 'precious\n'
+    target = tmp_path / 'created-by-lock'
+    os.symlink(str(target), os.path.join(rundir, 'locked.lock'))
+    with pytest.raises(ConfigurationError, match='symbolic link'):
+        process.run_in_background('locked', ['true'], rundir=rundir)
+    assert not target.exists()
+    os.symlink(str(victim), os.path.join(rundir, 'linked.pid'))
+    assert 'not a file this library wrote' in process.status(
+        'linked', rundir=rundir).problem
+
+
+def test_a_relative_rundir_is_resolved_before_cwd_applies(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    process.run_in_background('here', ['sleep', '300'], rundir='run',
+                              cwd=str(elsewhere))
+    try:
+        assert os.path.exists(str(tmp_path / 'run' / 'here.pid'))
+        assert not os.path.exists(str(elsewhere / 'run'))
+        assert process.run_in_background(
+            'here', ['sleep', '300'], rundir='run', cwd=str(elsewhere)) \
+            is None
+    finally:
+        process.kill('here', signal.SIGKILL, rundir='run')
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(cwd='/no/such/folder'), 'is not a directory'),
+    (dict(args=['echo', 'a\0b']), 'NUL byte'),
+    (dict(env={'A=B': 'x'}), 'env must map'),
+    (dict(env={'A': 1}), 'env must map'),
+])
+def test_a_refused_start_writes_nothing(rundir, kwargs, message):
+    kwargs = dict(dict(args=['true']), **kwargs)
+    with pytest.raises(ConfigurationError, match=message):
+        process.run_in_background('refused', rundir=rundir, **kwargs)
+    assert not os.path.exists(rundir)
+
+
+# -- stopping and signals (items 11 and 12) --
+
+TERM_IGNORER = ('import signal, sys, time; '
+                'signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+                'signal.signal(signal.SIGHUP, lambda *a: print("hup", '
+                'flush=True)); print("ready", flush=True); '
+                'time.sleep(300)')
+
+
+def log_text(rundir, name):
+    with open(os.path.join(rundir, name + '.log')) as f:
+        return f.read()
+
+
+def test_stop_tells_the_truth_and_escalates_only_when_asked(rundir):
+    process.run_in_background('stubborn', [sys.executable, '-c',
+                                           TERM_IGNORER], rundir=rundir)
+    eventually(lambda: 'ready' in log_text(rundir, 'stubborn'))
+    after = process.stop('stubborn', rundir=rundir, timeout=0.2)
+    assert after.running and after.active
+    after = process.stop('stubborn', rundir=rundir, timeout=0.2,
+                         force=True)
+    assert not after.active
+    assert after.returncode == -signal.SIGKILL  # recorded, even so
+
+
+def test_a_signal_that_does_not_end_returns_at_once(rundir):
+    process.run_in_background('reloader', [sys.executable, '-c',
+                                           TERM_IGNORER], rundir=rundir)
+    eventually(lambda: 'ready' in log_text(rundir, 'reloader'))
+    # A timeout no test would wait for: kill returns without waiting.
+    assert process.kill('reloader', signal.SIGHUP, rundir=rundir,
+                        timeout=3600) is True
+    eventually(lambda: 'hup' in log_text(rundir, 'reloader'))
+    assert process.is_running('reloader', rundir=rundir)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGUSR1, signal.SIGUSR2,
+                                    signal.SIGQUIT])
+def test_every_catchable_signal_reaches_the_command_and_is_recorded(
+        rundir, signum):
+    process.run_in_background('target', ['sleep', '300'], rundir=rundir)
+    record = json.load(open(os.path.join(rundir, 'target.pid')))
+    supervisor = record['supervisor']['pid']
+    pid_file = os.path.join(rundir, 'target.pid')
+    assert process.kill('target', signum, rundir=rundir) is True
+    eventually(lambda: not os.path.exists(pid_file))
+    assert process.status('target', rundir=rundir).returncode == -signum
+    # Sent to the supervisor alone, a signal is forwarded to the command.
+    assert process.run_in_background('target', ['sleep', '300'],
+                                     rundir=rundir)
+    record = json.load(open(os.path.join(rundir, 'target.pid')))
+    assert record['supervisor']['pid'] != supervisor
+    os.kill(record['supervisor']['pid'], signum)
+    eventually(lambda: process.status('target', rundir=rundir).returncode
+               == -signum)
+
+
+def test_sigkill_is_recorded_and_leftovers_stay_reachable(rundir, tmp_path):
+    child_file = tmp_path / 'child'
+    script = ('import subprocess, sys; '
+              'p = subprocess.Popen(["sleep", "300"]); '
+              'open(%r, "w").write(str(p.pid)); sys.exit(7)'
+              % str(child_file))
+    process.run_in_background('parent', [sys.executable, '-c', script],
+                              rundir=rundir)
+    eventually(lambda: process.status('parent', rundir=rundir).returncode
+               == 7)
+    left = int(child_file.read_text())
+    status = process.status('parent', rundir=rundir)
+    assert (status.running, status.leftovers) == (False, (left,))
+    assert status.active
+    assert process.run_in_background('parent', ['true'], rundir=rundir) \
+        is None  # its leftovers still run under the name
+    assert process.kill('parent', signal.SIGKILL, rundir=rundir) is True
+    assert not _alive(left)
+    status = process.status('parent', rundir=rundir)
+    assert not status.active and status.returncode == 7
+    assert not os.path.exists(os.path.join(rundir, 'parent.pid'))
+
+
+def test_the_supervisor_sees_the_callers_packages(rundir, tmp_path):
+    # As in a buildout: a bare interpreter whose script puts the packages
+    # on sys.path itself.  The supervisor, started with that interpreter,
+    # must see them too.
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip',
+                    str(tmp_path / 'bare')], check=True, timeout=TIMEOUT)
+    bare_python = str(tmp_path / 'bare' / 'bin' / 'python')
+    packages = subprocess_env()['PYTHONPATH'].split(os.pathsep) + sys.path
+    code = ('import sys; sys.path[:0] = %r; '
+            'from cipher.background import process; '
+            'print(process.run_in_background("isolated", ["sleep", "300"], '
+            'rundir=%r))' % (packages, rundir))
+    env = dict(os.environ)
+    env.pop('PYTHONPATH', None)
+    done = subprocess.run([bare_python, '-c', code], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == process.status('isolated', rundir=rundir).pid

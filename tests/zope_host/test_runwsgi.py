@@ -64,9 +64,12 @@ def test_sigterm_lets_the_unit_finish_before_the_database_closes(tmp_path):
     env['PYTHONPATH'] = HERE + os.pathsep + env['PYTHONPATH']
     env['CIPHER_TEST_MARKER'] = str(marker)
     env.pop('CIPHER_BACKGROUND_START_WORKERS', None)
-    runwsgi = os.path.join(os.path.dirname(sys.executable), 'runwsgi')
+    # What the runwsgi script runs (a buildout has no such script beside
+    # sys.executable).
+    runwsgi = [sys.executable, '-c', 'import sys; '
+               'from Zope2.Startup.serve import main; sys.exit(main())']
     process = subprocess.Popen(
-        [runwsgi, str(home / 'etc' / 'zope.ini')], env=env,
+        runwsgi + [str(home / 'etc' / 'zope.ini')], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_file(marker, process)

@@ -2,18 +2,25 @@
 
 Started by :func:`cipher.background.process.run_in_background` as
 ``python -c ... RUNDIR NAME COMMAND...``.  The first process forks; the
-child leaves the caller's session (no controlling terminal), starts the
-command in its own process group with output to ``NAME.log``, writes
-``NAME.pid`` atomically and then tells the first process, which exits so
-the caller never keeps a zombie.  The supervisor outlives signals sent to
-the group, waits for the command, and records its exit status in
-``NAME.exit``.
+child leaves the caller's session (no controlling terminal) and becomes
+the supervisor: it starts the command in a process group of its own,
+with output to ``NAME.log``, writes ``NAME.pid`` atomically and then
+tells the first process the command's pid; that one prints it and exits,
+so the caller never keeps a zombie.
+
+The supervisor is outside the command's group, so nothing sent to the
+group (SIGKILL included) reaches it; a catchable signal sent to the
+supervisor itself is forwarded to the group.  It waits for the command,
+records its exit status in ``NAME.exit``, and stays while processes the
+command left in its group run on, so that they can still be signalled
+by name; then it removes the pid file.
 """
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 from cipher.background import _procfiles
 
@@ -26,9 +33,11 @@ def main(argv=None):
         os.close(write_end)
         with os.fdopen(read_end, 'rb') as answer:
             message = answer.read().decode('utf-8', 'replace')
-        if message != 'ok':
+        if not message.startswith('ok '):
             sys.stderr.write(message + '\n')
             os._exit(1)
+        sys.stdout.write(message[3:])  # the command's pid
+        sys.stdout.flush()
         os._exit(0)
     os.close(read_end)
     os.setsid()
@@ -44,36 +53,58 @@ def _detach_standard_streams(log_fd):
 
 
 def _supervise(files, command, ready_fd):
-    log_fd = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                     0o600)
     try:
+        log_fd = _procfiles.open_private(
+            files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=subprocess.STDOUT, close_fds=True)
-    except OSError as exc:
+            stderr=subprocess.STDOUT, close_fds=True, **_OWN_GROUP)
+    except (OSError, ValueError) as exc:  # ConfigurationError is one
         os.write(ready_fd, ('cannot start %r: %s' % (command, exc)).encode())
         os._exit(1)
     _detach_standard_streams(log_fd)
     os.close(log_fd)
-    # Signals sent to the group reach this supervisor too: survive them,
-    # so that the command's exit status is recorded.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *args: None)
+    _forward_signals_to(process.pid)
     if os.path.exists(files.exit):
         os.unlink(files.exit)
     files.write_pid(dict(
-        pid=process.pid, pgid=os.getpgrp(),
+        pid=process.pid, pgid=process.pid,
         start_time=_procfiles.start_time(process.pid),
         supervisor=dict(pid=os.getpid(),
                         start_time=_procfiles.start_time(os.getpid())),
         command=command))
-    os.write(ready_fd, b'ok')
+    os.write(ready_fd, b'ok %d' % process.pid)
     os.close(ready_fd)
     returncode = process.wait()
     _procfiles.write_atomically(files.exit, json.dumps(dict(
         returncode=returncode, command=command)))
+    while _procfiles.group_members(process.pid):
+        time.sleep(0.5)  # leftovers are not our children: nothing to wait on
     files.remove_pid(process.pid)
     os._exit(0)
+
+
+# The command leads a process group of its own (set in the child, before
+# it runs the command).
+_OWN_GROUP = (dict(process_group=0) if sys.version_info >= (3, 11)
+              else dict(preexec_fn=os.setpgrp))
+
+# Signals that the supervisor's own work raises, never an operator's.
+_NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ,
+                  signal.SIGKILL, signal.SIGSTOP}
+
+
+def _forward_signals_to(pgid):
+    def forward(signum, frame):
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            pass  # the group is empty: the command is ending anyway
+    for signum in signal.valid_signals() - _NOT_FORWARDED:
+        try:
+            signal.signal(signum, forward)
+        except (OSError, ValueError):
+            pass  # reserved by the C library
 
 
 if __name__ == '__main__':  # pragma: no cover (run in a subprocess)

@@ -3,8 +3,9 @@
     cipher-background demo [--db PATH] [--user ID]
     cipher-background worker --zodb URI --site PATH --worker MODULE:CLASS
                              [--user ID | --system] [--threads N]
+                             [--grace SECONDS] [--connect-timeout SECONDS]
     cipher-background start NAME -- COMMAND...
-    cipher-background stop NAME
+    cipher-background stop NAME [--timeout SECONDS] [--kill]
     cipher-background status [NAME]
 
 A mistake a user can make is one line on stderr, never a traceback: exit
@@ -40,17 +41,27 @@ class _Parser(argparse.ArgumentParser):
 
 def _demo(args):
     from ZODB import DB
-    from ZODB.FileStorage import FileStorage
+    from zope.authentication.interfaces import PrincipalLookupError
 
     from cipher.background import demo
     from cipher.background.jobs import get_progress
     from cipher.background.jobs import wait
 
     folder = os.path.dirname(os.path.abspath(args.db))
-    os.makedirs(folder, exist_ok=True)
-    db = DB(FileStorage(args.db))
     try:
-        job_id, name = demo.simulated_request(db, args.user)
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise CommandError('cannot create the folder of --db %s: %s'
+                           % (args.db, exc.strerror))
+    db = DB(_open_file_storage(args.db))
+    try:
+        try:
+            job_id, name = demo.simulated_request(db, args.user)
+        except PrincipalLookupError:
+            raise CommandError(
+                'no user %r in the demo site of %s (its users are made with '
+                'the site): use --user editor, or a new --db'
+                % (args.user, args.db))
         print('%s started the publication job for %s after the commit'
               % (args.user, name))
         # Redraw one line on a terminal; elsewhere, a line per change.
@@ -72,6 +83,21 @@ def _demo(args):
     finally:
         db.close()
     return 0
+
+
+def _open_file_storage(path):
+    from zc.lockfile import LockError
+    from ZODB.FileStorage import FileStorage
+
+    try:
+        return FileStorage(path)
+    except LockError:
+        raise CommandError('%s is in use by another process (a Zope '
+                           'instance, a ZEO server or a worker): stop it, '
+                           'or use another --db' % path)
+    except Exception as exc:
+        raise CommandError('cannot open %s as a FileStorage: %s'
+                           % (path, _one_line(exc)))
 
 
 def _show_progress(progress, end):
@@ -101,10 +127,13 @@ def _print_outcome(db, name):
 
 # -- worker --
 
-def _open_database(uri):
+def _open_database(uri, connect_timeout=None):
     import zodburi
+    from ZEO.Exceptions import ClientDisconnected
     from ZODB import DB
 
+    if uri.startswith('zeo://') and connect_timeout is not None:
+        uri = _with_wait_timeout(uri, connect_timeout)
     try:
         factory, db_kwargs = zodburi.resolve_uri(uri)
     except Exception as exc:
@@ -116,10 +145,37 @@ def _open_database(uri):
         if not os.path.exists(path):
             raise CommandError('no database file at %s; check --zodb'
                                % path)
+    server = uri[len('zeo://'):].split('?', 1)[0]
+    if uri.startswith('zeo://'):
+        print('cipher-background: connecting to the ZEO server at %s '
+              '(waiting up to %s s: --connect-timeout)'
+              % (server, connect_timeout), file=sys.stderr, flush=True)
     try:
         return DB(factory(), **db_kwargs)
+    except ClientDisconnected as exc:
+        raise CommandError('no ZEO server answered at %s within %s s (%s); '
+                           'start it, or check --zodb'
+                           % (server, connect_timeout, _one_line(exc)))
     except Exception as exc:
-        raise CommandError('cannot open the database %s: %s' % (uri, exc))
+        raise CommandError('cannot open the database %s: %s'
+                           % (uri.split('?', 1)[0], _one_line(exc)))
+
+
+def _with_wait_timeout(uri, seconds):
+    """``uri`` with ZEO's ``wait_timeout`` set to ``seconds`` (an integer
+    for zodburi), replacing any given in the URI."""
+    from urllib.parse import parse_qsl
+    from urllib.parse import urlencode
+    base, _, query = uri.partition('?')
+    params = [(key, value) for key, value in parse_qsl(query)
+              if key != 'wait_timeout']
+    params.append(('wait_timeout', str(max(1, round(seconds)))))
+    return base + '?' + urlencode(params)
+
+
+def _one_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def _worker_class(spec):
@@ -128,6 +184,10 @@ def _worker_class(spec):
     module_name, _, class_name = spec.partition(':')
     if not module_name or not class_name:
         raise _UsageError('--worker takes MODULE:CLASS, not %r' % spec)
+    # As `celery` and `gunicorn` do: a module in the current directory
+    # is found without PYTHONPATH.
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
@@ -139,40 +199,88 @@ def _worker_class(spec):
     return cls
 
 
-def _worker(args):
-    if args.threads < 1:
-        raise _UsageError('--threads must be at least 1')
-    cls = _worker_class(args.worker)
-    db = _open_database(args.zodb)
+def _make_workers(db, cls, args):
+    """The workers, made once the site and the user were found as a unit
+    of work finds them (else a usage error, exit status 2, nothing
+    started)."""
+    from cipher.background.context import UnitOfWork
+    from cipher.background.errors import NotASite
+    from cipher.background.errors import PrincipalNotFound
+    from cipher.background.errors import SiteNotFound
+
+    user = SYSTEM if args.system else args.user
     try:
         conn = db.open()
         try:
             site = get_host().find_site(conn, args.site)
-            user = SYSTEM if args.system else args.user
+            unit = UnitOfWork.capture(site=site, db=db, user=user)
             workers = [cls.forSite(site, user, daemon=True)
                        for _ in range(args.threads)]
         finally:
             conn.close()
+        with unit.entered():
+            pass  # the principal is looked up on the way in
+    except (SiteNotFound, NotASite, PrincipalNotFound) as exc:
+        raise _UsageError(_one_line(exc))
+    return workers
+
+
+#: The signals that stop the workers gracefully.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _worker(args):
+    if args.threads < 1:
+        raise _UsageError('--threads must be at least 1')
+    if args.grace < 0 or args.connect_timeout <= 0:
+        raise _UsageError('--grace must be >= 0 and --connect-timeout > 0')
+    cls = _worker_class(args.worker)
+    db = _open_database(args.zodb, args.connect_timeout)
+    alive = []
+    try:
+        workers = _make_workers(db, cls, args)
         stop = threading.Event()
         handlers = {signum: signal.signal(signum, lambda *a: stop.set())
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
+                    for signum in _STOP_SIGNALS}
         try:
             for worker in workers:
                 worker.start()
             print('cipher-background: %d worker(s) %s running on %s'
-                  % (len(workers), args.worker, args.zodb), file=sys.stderr)
+                  % (len(workers), args.worker, args.zodb.split('?', 1)[0]),
+                  file=sys.stderr, flush=True)
             while not stop.is_set() and any(w.is_alive() for w in workers):
                 stop.wait(1.0)
         finally:
             for worker in workers:
-                worker.stop()  # ask all first, then wait for each
-            for worker in workers:
-                worker.stop(STOP_GRACE_SECONDS)
+                worker.stop(0)  # ask all first, then wait for each
+            deadline = time.monotonic() + args.grace
+            alive = [worker for worker in workers
+                     if not worker.stop(max(0, deadline - time.monotonic()))]
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
     finally:
-        db.close()
-    return 0
+        if not alive:
+            db.close()  # never under a live worker
+    return _worker_exit_status(workers, alive, args.grace)
+
+
+def _worker_exit_status(workers, alive, grace):
+    """0 when every worker stopped or ended cleanly; else 1, with a line
+    on stderr per worker that crashed or outlived the grace time."""
+    failed = False
+    for worker in alive:
+        print('cipher-background: error: %s did not stop within %s s; the '
+              'database was left open' % (worker.name, grace),
+              file=sys.stderr)
+        failed = True
+    for worker in workers:
+        status = worker.status
+        if status.state in ('crashed', 'interrupted'):
+            print('cipher-background: error: %s %s: %s'
+                  % (worker.name, status.state, status.last_error),
+                  file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 # -- named background processes --
@@ -183,20 +291,38 @@ def _start(args):
         else args.command
     if not command:
         raise _UsageError('start needs a command: start NAME -- COMMAND...')
-    if process.run_in_background(args.name, command,
-                                 rundir=args.rundir) is None:
+    pid = process.run_in_background(args.name, command, rundir=args.rundir)
+    if pid is None:
         print('%s is already running' % args.name)
     else:
-        print('started %s' % args.name)
+        print('started %s, pid %d' % (args.name, pid))
     return 0
 
 
 def _stop(args):
     from cipher.background import process
-    if process.kill(args.name, rundir=args.rundir):
-        print('stopped %s' % args.name)
-    else:
+    if args.timeout < 0:
+        raise _UsageError('--timeout must not be negative')
+    before = process.status(args.name, rundir=args.rundir)
+    if before.problem:
+        raise CommandError(before.problem)
+    if not before.active:
         print('%s was not running' % args.name)
+        return 0
+    after = process.stop(args.name, rundir=args.rundir,
+                         timeout=args.timeout, force=args.kill)
+    if after.running:
+        print('%s is still running, pid %d, %s s after SIGTERM%s'
+              % (args.name, after.pid, args.timeout,
+                 '' if args.kill else ' (--kill sends SIGKILL after '
+                 '--timeout)'), file=sys.stderr)
+        return 1
+    if after.leftovers:
+        print('%s ended, but processes it started still run: %s'
+              % (args.name, ' '.join(map(str, after.leftovers))),
+              file=sys.stderr)
+        return 1
+    print('stopped %s' % args.name)
     return 0
 
 
@@ -212,6 +338,11 @@ def _status(args):
         elif status.running:
             running = True
             print('%s: running, pid %d: %s' % (name, status.pid, command))
+        elif status.leftovers:
+            running = True
+            print('%s: ended with exit status %s, leaving %s running: %s'
+                  % (name, status.returncode,
+                     ' '.join(map(str, status.leftovers)), command))
         elif status.returncode is not None:
             print('%s: stopped, exit status %d: %s'
                   % (name, status.returncode, command))
@@ -244,8 +375,11 @@ def _parser():
     worker = commands.add_parser(
         'worker', help='run worker threads in this process',
         description='Run background workers against the database a URI '
-        'names, until SIGTERM or SIGINT (then the current units finish, '
-        'connections and the database are closed, exit status 0).')
+        'names, until SIGTERM, SIGINT or SIGHUP: then the current units '
+        'finish, connections and the database are closed.  Exit status 0 '
+        'when every worker stopped cleanly, 1 when one crashed or outlived '
+        '--grace, 2 for a usage mistake (an unknown site or user '
+        'included).  MODULE is imported from the current directory too.')
     worker.add_argument('--zodb', required=True, metavar='URI',
                         help='file://, zeo://, memory:// or zconfig:// URI')
     worker.add_argument('--site', required=True, metavar='PATH',
@@ -260,6 +394,14 @@ def _parser():
                      help='run unchecked, as the system user, on purpose')
     worker.add_argument('--threads', type=int, default=1, metavar='N',
                         help='how many workers (default: 1)')
+    worker.add_argument('--grace', type=float, default=STOP_GRACE_SECONDS,
+                        metavar='SECONDS',
+                        help='how long the current units may take to finish '
+                        'at a stop (default: %(default)s)')
+    worker.add_argument('--connect-timeout', type=float, default=30,
+                        metavar='SECONDS',
+                        help='how long to wait for a ZEO server '
+                        '(default: %(default)s)')
     worker.set_defaults(run=_worker)
 
     for name, run, help in [('start', _start, 'start a named process'),
@@ -273,6 +415,14 @@ def _parser():
         if name == 'start':
             sub.add_argument('command', nargs=argparse.REMAINDER,
                              metavar='-- COMMAND...')
+        if name == 'stop':
+            sub.add_argument('--timeout', type=float, default=10,
+                             metavar='SECONDS',
+                             help='how long to wait after SIGTERM (and '
+                             'after SIGKILL) (default: %(default)s)')
+            sub.add_argument('--kill', action='store_true',
+                             help='send SIGKILL to what still runs after '
+                             '--timeout')
         sub.add_argument('--rundir', default=None, metavar='DIR',
                          help='where pid and log files live (default: '
                          '$CIPHER_BACKGROUND_RUNDIR or a per-user folder)')

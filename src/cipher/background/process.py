@@ -3,9 +3,13 @@
 A process started with :func:`run_in_background` is a daemon: its own
 session, no controlling terminal, output to ``NAME.log`` beside its pid
 file ``NAME.pid`` in the run directory.  A small supervisor waits for it
-and records its exit status (``NAME.exit``) for :func:`status`.  A pid
-file records the process's start time, so a pid reused by a later process
-never reads as running.
+and records its exit status (``NAME.exit``) for :func:`status`, however
+it ended.  A pid file records the process's start time, so a pid reused
+by a later process never reads as running.
+
+The run directory holds what decides which processes get signalled: it
+must belong to the user and be writable by nobody else, and no file in
+it is ever reached through a symbolic link.
 """
 import dataclasses
 import fcntl
@@ -26,8 +30,9 @@ from cipher.background.errors import ProcessStartError
 RUNDIR_VARIABLE = 'CIPHER_BACKGROUND_RUNDIR'
 
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
+#: The signals after which :func:`kill` waits for the end of the process.
 _SIGNALS_THAT_END = {signal.SIGTERM, signal.SIGINT, signal.SIGKILL,
-                     signal.SIGHUP, signal.SIGQUIT}
+                     signal.SIGQUIT}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +43,20 @@ class ProcessStatus:
     running: bool
     pid: int = None
     command: tuple = None
+    #: The exit status of the last run: negative for the signal that
+    #: ended it (-9 for SIGKILL); None while running or when unknown.
     returncode: int = None
     log: str = None
     #: Why the pid file could not be trusted (it was then not used).
     problem: str = None
+    #: Pids of processes the command left in its group after it ended;
+    #: :func:`kill` and :func:`stop` still reach them.
+    leftovers: tuple = ()
+
+    @property
+    def active(self):
+        """True while the command or anything it left in its group runs."""
+        return self.running or bool(self.leftovers)
 
 
 def default_rundir():
@@ -66,10 +81,15 @@ def _check_name(name):
 
 
 def _files(name, rundir, create=False):
+    """The files of ``name``, in the run directory resolved once to an
+    absolute path (so that a ``cwd=`` never moves them); the directory is
+    checked when it exists, and made private when ``create``."""
     _check_name(name)
-    rundir = rundir or default_rundir()
+    rundir = os.path.abspath(rundir or default_rundir())
     if create:
         os.makedirs(rundir, mode=0o700, exist_ok=True)
+    if os.path.lexists(rundir):
+        _procfiles.check_rundir(rundir)
     return _procfiles.ProcessFiles(rundir, name)
 
 
@@ -79,6 +99,19 @@ def _check_command(args, cwd=None, env=None):
         raise ConfigurationError(
             'args must be a non-empty list of strings (the command and its '
             'arguments), not %r' % (args,))
+    if any('\0' in arg for arg in args):
+        raise ConfigurationError(
+            'an argument holds a NUL byte, which no command can receive: '
+            '%r' % (args,))
+    if env is not None and not all(
+            isinstance(key, str) and isinstance(value, str)
+            and key and '=' not in key and '\0' not in key + value
+            for key, value in env.items()):
+        raise ConfigurationError(
+            'env must map variable names (no "=", no NUL) to strings')
+    if cwd is not None and not (isinstance(cwd, (str, os.PathLike))
+                                and os.path.isdir(cwd)):
+        raise ConfigurationError('cwd %r is not a directory' % (cwd,))
     program = args[0]
     path = (env or os.environ).get('PATH')
     if os.sep in program:
@@ -101,7 +134,7 @@ class _Lock:
         self.path = path
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = _procfiles.open_private(self.path, os.O_RDWR | os.O_CREAT)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -120,40 +153,48 @@ def is_running(name, rundir=None):
         return False
 
 
+def _supervisor_launcher():
+    """The Python code that runs the supervisor with the caller's
+    ``sys.path``: in a buildout (or any script that sets its own path),
+    ``sys.executable`` alone sees none of the caller's packages."""
+    path = [os.path.abspath(entry or os.curdir) for entry in sys.path]
+    return ('import sys; sys.path[:0] = %r; '
+            'from cipher.background._daemon import main; main()' % path)
+
+
 def run_in_background(name, args, rundir=None, cwd=None, env=None,
                       timeout=60):
     """Start ``args`` as a detached process named ``name``.
 
-    Returns 0 once it runs (its pid file written), or None when a process
-    of that name is running already.  ``cwd`` and ``env`` are the
-    command's working directory and environment.  ConfigurationError for
-    a bad name or a command that does not exist; nothing is written then.
+    Returns the pid of the started command (a true value) once it runs
+    and its pid file is written, or None when a process of that name is
+    running already (or its leftovers are: stop them first).  ``cwd`` and
+    ``env`` are the command's working directory and environment.
+    ConfigurationError for a bad name, command, ``cwd`` or ``env``, and
+    nothing is written then; ProcessStartError when the command could not
+    be started.
     """
     _check_name(name)
     _check_command(args, cwd, env)
     files = _files(name, rundir, create=True)
     with _Lock(files.lock):
         try:
-            if _procfiles.is_alive(files.read_pid()):
-                return None
+            record = files.read_pid()
         except BadProcessFile:
-            pass  # not ours, so nothing of ours runs: replaced below
+            record = None  # not ours, so nothing of ours runs: replaced
+        if record is not None and _procfiles.is_alive(record['supervisor']):
+            return None
         files.remove_pid()  # a stale one
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-        launcher = (
-            'import sys; sys.path.insert(0, %r); '
-            'from cipher.background._daemon import main; main()'
-            % package_parent)
         done = subprocess.run(
-            [sys.executable, '-c', launcher, files.rundir, name] + list(args),
+            [sys.executable, '-c', _supervisor_launcher(), files.rundir,
+             name] + list(args),
             cwd=cwd, env=env, stdin=subprocess.DEVNULL,
             capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise ProcessStartError(done.stderr.strip() or (
                 'the supervisor of %r exited with %s'
                 % (name, done.returncode)))
-    return 0
+        return int(done.stdout)
 
 
 def refresh_if_stale(name, args, path, max_age, rundir=None, **kwargs):
@@ -169,43 +210,55 @@ def refresh_if_stale(name, args, path, max_age, rundir=None, **kwargs):
         age = None
     if age is not None and age <= max_age:
         return False
-    return run_in_background(name, args, rundir=rundir, **kwargs) == 0
+    return run_in_background(name, args, rundir=rundir, **kwargs) is not None
 
 
 def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
-    """Send ``sig`` to the whole process group of ``name``.
+    """Send ``sig`` to the process group of ``name``: the command and
+    whatever it started (or left behind after it ended).
 
-    Returns True when it was running.  Only a group led by the supervisor
-    this library started for ``name`` is signalled (checked by its start
-    time and command line when the signal is sent): BadProcessFile, and
-    nothing signalled, for a pid file that names anything else.  For a signal that ends processes,
-    waits up to ``timeout`` seconds for the end of the process and of its
-    supervisor (so its exit status is recorded), and removes the pid
-    file.
+    Returns True when there was a process to signal.  Only the group the
+    library's supervisor made for ``name`` is signalled (checked when the
+    signal is sent: the supervisor's start time and command line, and the
+    session of every member): BadProcessFile, and nothing signalled, for
+    a pid file that names anything else.  After a signal that ends
+    processes (SIGTERM, SIGINT, SIGQUIT, SIGKILL) waits up to ``timeout``
+    seconds for the group to empty and the exit status to be recorded;
+    after any other signal returns at once.
     """
     files = _files(name, rundir)
     record = files.read_pid()
-    if not _procfiles.is_alive(record):
-        return False
+    if record is None or not _procfiles.is_alive(record['supervisor']):
+        return False  # none, or a stale one
     pgid = _procfiles.group_to_signal(record, name, files.pid)
+    if pgid is None:
+        return False
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         return False
     if sig in _SIGNALS_THAT_END:
-        processes = [record, record.get('supervisor')]
         deadline = time.monotonic() + timeout
-        while (any(map(_procfiles.is_alive, processes))
+        while (_procfiles.is_alive(record['supervisor'])
                and time.monotonic() < deadline):
             time.sleep(0.01)  # another process is ending: nothing to wait on
-        if not _procfiles.is_alive(record):
-            files.remove_pid(record['pid'])
     return True
+
+
+def stop(name, rundir=None, timeout=10, force=False):
+    """Stop ``name``: SIGTERM to its group, then up to ``timeout`` seconds
+    for it to end; with ``force``, SIGKILL to what is left, and as long
+    again.  Returns the ProcessStatus afterwards: check ``active`` (False
+    when everything ended)."""
+    kill(name, signal.SIGTERM, rundir=rundir, timeout=timeout)
+    if force and status(name, rundir=rundir).active:
+        kill(name, signal.SIGKILL, rundir=rundir, timeout=timeout)
+    return status(name, rundir=rundir)
 
 
 def status(name, rundir=None):
     """The ProcessStatus of ``name``: running or not, its pid, command,
-    the exit status of its last run, its log file."""
+    the exit status of its last run, its log file, its leftovers."""
     files = _files(name, rundir)
     problem = None
     try:
@@ -215,6 +268,13 @@ def status(name, rundir=None):
     if _procfiles.is_alive(record):
         return ProcessStatus(name, True, record['pid'],
                              tuple(record['command']), None, files.log)
+    leftovers = ()
+    if record is not None and _procfiles.is_alive(record['supervisor']):
+        supervisor = record['supervisor']['pid']
+        leftovers = tuple(sorted(
+            pid for pid, session
+            in _procfiles.group_members(record['pgid']).items()
+            if session == supervisor))
     ended = files.read_exit() or {}
     returncode = ended.get('returncode')
     command = ended.get('command')
@@ -222,15 +282,15 @@ def status(name, rundir=None):
         name, False, None,
         tuple(map(str, command)) if isinstance(command, list) else None,
         returncode if isinstance(returncode, int) else None,
-        files.log if os.path.exists(files.log) else None, problem)
+        files.log if os.path.exists(files.log) else None, problem,
+        leftovers)
 
 
 def names(rundir=None):
     """The names that have files in the run directory, sorted."""
-    rundir = rundir or default_rundir()
-    try:
-        entries = os.listdir(rundir)
-    except FileNotFoundError:
+    rundir = os.path.abspath(rundir or default_rundir())
+    if not os.path.lexists(rundir):
         return []
-    return sorted({entry.rsplit('.', 1)[0] for entry in entries
+    _procfiles.check_rundir(rundir)
+    return sorted({entry.rsplit('.', 1)[0] for entry in os.listdir(rundir)
                    if entry.endswith(('.pid', '.exit'))})
