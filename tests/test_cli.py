@@ -344,3 +344,37 @@ def test_help_everywhere(command):
     done = run(*command, '--help')
     assert done.returncode == 0
     assert done.stdout.startswith('usage: cipher-background')
+
+
+def readme_commands():
+    """The worker commands of README.rst's systemd unit and supervisord
+    program, as argument lists."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), 'README.rst')) as f:
+        lines = f.read().splitlines()
+    commands = []
+    for number, line in enumerate(lines):
+        for key in ('ExecStart=', 'command='):
+            if line.strip().startswith(key):
+                text = line.strip()[len(key):]
+                following = iter(lines[number + 1:])
+                for more in following:  # continuations
+                    if text.endswith('\\'):
+                        text = text[:-1] + ' ' + more.strip()
+                    elif more.startswith('        '):  # supervisord's
+                        text += ' ' + more.strip()
+                    else:
+                        break
+                commands.append(text.split())
+    return commands
+
+
+def test_the_readme_service_examples_use_real_options():
+    from cipher.background.cli import _parser
+    commands = readme_commands()
+    assert len(commands) == 2
+    for command in commands:
+        assert command[0].endswith('bin/cipher-background')
+        args = _parser().parse_args(command[1:])
+        assert (args.command_name, args.site, args.user, args.threads) == \
+            ('worker', '/site', 'indexer', 2)

@@ -43,7 +43,11 @@ def _demo(args):
     from ZODB import DB
     from zope.authentication.interfaces import PrincipalLookupError
 
-    from cipher.background import demo
+    try:
+        from cipher.background import demo
+    except ImportError as exc:
+        raise CommandError("the demo needs its extra (%s): pip install "
+                           "'cipher.background[demo]'" % exc)
     from cipher.background.jobs import get_progress
     from cipher.background.jobs import wait
 

@@ -143,6 +143,29 @@ class PublishWorker(BackgroundWorkerThread):
         self.pending.pop(0)
 
 
+class DraftPublisher(BackgroundWorkerThread):
+    """Publishes its site's drafts, one a unit, and looks for new ones
+    every ``poll_seconds`` until stopped: a worker for the worker command
+    (``--worker cipher.background.demo:DraftPublisher``)."""
+
+    description = 'draft publisher for %(site_name)s'
+    work_transaction_note = 'Publish a draft (%(thread_name)s)'
+    poll_seconds = 1.0
+    found_one = True
+
+    def scheduleNextWork(self):
+        if self.found_one:
+            return not self.stopped
+        return self.wait(self.poll_seconds)  # False once stopped
+
+    def doWork(self):
+        drafts = [document for name, document in sorted(getSite().items())
+                  if isinstance(document, Document)
+                  and document.state == DRAFT]
+        self.found_one = bool(drafts)
+        if drafts:
+            getUtility(IPublisher).publish(drafts[0])
+            transaction.get().note('Published %r' % drafts[0].title)
 
 
 #: The steps of the demo's publication job, with their share of the work.
