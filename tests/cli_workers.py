@@ -52,4 +52,11 @@ class Stuck(PairWriter):
             time.sleep(0.01)  # released by a file from another process
 
 
+class BadInit(PairWriter):
+    """Its constructor fails."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError('cannot be made')
+
+
 NotAWorker = object

@@ -320,7 +320,7 @@ BAD_INPUT = [
      CommandLineFailed, 'start NAME -- COMMAND'),
     ('cli start a bad name',
      lambda e: e.cli('start', '--rundir', e.rundir, '../x', '--', 'true'),
-     CommandLineFailed, 'exit 1: cipher-background: error: process name'),
+     CommandLineFailed, 'exit 2: cipher-background: error: process name'),
     ('cli stop a bad name',
      lambda e: e.cli('stop', '--rundir', e.rundir, '../x'),
      CommandLineFailed, 'usable as a file name'),

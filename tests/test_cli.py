@@ -193,9 +193,9 @@ def test_a_zeo_server_that_is_down_is_waited_for_as_long_as_told():
     assert done.returncode == 1
     waiting, error = done.stderr.strip().splitlines()
     assert 'connecting to the ZEO server at 127.0.0.1:' in waiting
-    assert 'waiting up to 1.0 s' in waiting
+    assert 'waiting up to 1 s' in waiting
     assert 'no ZEO server answered at 127.0.0.1:' in error
-    assert 'within 1.0 s' in error
+    assert 'within 1 s' in error
 
 
 @pytest.fixture
@@ -207,64 +207,86 @@ def file_uri(tmp_path):
     return 'file://' + path
 
 
+WORKER = ['worker', '--zodb', '{uri}', '--site', '/site']
+
+
 @pytest.mark.parametrize('args, status, message', [
+    # worker: mistakes a restart cannot fix are 2; the rest 1.
     (['worker', '--zodb', 'file:///no/such/Data.fs', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter'], 1, 'no database file at'),
+      '--worker', 'cli_workers:PairWriter'], 2, 'no database file at'),
     (['worker', '--zodb', 'nonsense://x', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter'], 1, 'cannot use --zodb'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'cli_workers:Missing'], 1, 'cannot import the worker'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'no_such_module:Worker'], 1, 'cannot import the worker'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'cli_workers:NotAWorker'], 1,
+      '--worker', 'cli_workers:PairWriter'], 2, 'cannot use --zodb'),
+    (WORKER + ['--worker', 'cli_workers:Missing'], 2,
+     'cannot import the worker'),
+    (WORKER + ['--worker', 'no_such_module:Worker'], 2,
+     'cannot import the worker'),
+    (WORKER + ['--worker', 'cli_workers:NotAWorker'], 2,
      'is not a BackgroundWorkerThread subclass'),
+    (WORKER + ['--worker', 'broken_workers:W'], 2,
+     'cannot import the worker broken_workers:W: SyntaxError'),
+    (WORKER + ['--worker', 'exiting_workers:W'], 2,
+     'cannot import the worker exiting_workers:W: SystemExit'),
+    (WORKER + ['--worker', 'cli_workers:BadInit', '--user', 'editor'], 2,
+     'cannot make the worker cli_workers:BadInit: RuntimeError'),
     (['worker', '--zodb', '{uri}', '--site', '/nowhere',
       '--worker', 'cli_workers:PairWriter'], 2, "no 'nowhere' in the root"),
     (['worker', '--zodb', '{uri}', '--site', '/site/doc',
       '--worker', 'cli_workers:PairWriter'], 2, 'is not a site'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter', '--user', 'nobody'], 2,
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--user', 'nobody'], 2,
      "'nobody'"),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--user', ''], 2,
+     'principal id'),
     (['worker', '--zodb', '{locked}', '--site', '/site',
       '--worker', 'cli_workers:PairWriter', '--user', 'editor'], 1,
      'cannot open the database'),
     (['worker', '--zodb', '{not_a_db}', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter', '--user', 'editor'], 1,
-     'cannot open the database'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter', '--threads', 'many'], 2,
-     "invalid int value: 'many'"),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter', '--grace', '-1'], 2,
-     '--grace must be >= 0'),
-    (['demo', '--db', '{db}', '--user', 'nobody'], 1,
-     "no user 'nobody' in the demo site"),
-    (['demo', '--db', '{not_a_db_path}'], 1, 'cannot open'),
-    (['demo', '--db', '{locked_path}'], 1, 'is in use by another process'),
-    (['demo', '--db', '/proc/no/such/place/Data.fs'], 1, 'cannot'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'nocolon'], 2, '--worker takes MODULE:CLASS'),
-    (['worker', '--zodb', '{uri}', '--site', '/site',
-      '--worker', 'cli_workers:PairWriter', '--threads', '0'], 2,
+      '--worker', 'cli_workers:PairWriter', '--user', 'editor'], 2,
+     'is not a FileStorage file'),
+    (WORKER + ['--worker', 'nocolon'], 2, '--worker takes MODULE:CLASS'),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--threads', '0'], 2,
      '--threads must be at least 1'),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--threads', 'many'],
+     2, "invalid int value: 'many'"),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--grace', '-1'], 2,
+     'expected a number of seconds >= 0'),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--grace', 'nan'], 2,
+     'expected a number of seconds >= 0'),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--connect-timeout',
+               'inf'], 2, 'expected a whole number of seconds >= 1'),
     (['worker', '--site', '/site'], 2, 'the following arguments are '
      'required: --zodb, --worker'),
+    # demo
+    (['demo', '--db', '{db}', '--user', 'nobody'], 1,
+     "no user 'nobody' in the demo site"),
+    (['demo', '--db', '{not_a_db_path}'], 2, 'is not a FileStorage file'),
+    (['demo', '--db', '/dev/null'], 2, 'is not a regular file'),
+    (['demo', '--db', ''], 2, '--db needs a file name'),
+    (['demo', '--db', '{locked_path}'], 1, 'is in use by another process'),
+    (['demo', '--db', '/proc/no/such/place/Data.fs'], 1, 'cannot'),
+    # the command itself
     ([], 2, 'name a command'),
     (['bogus'], 2, "invalid choice: 'bogus'"),
+    # named processes
     (['start', 'name'], 2, 'start needs a command'),
-    (['start', 'bad/name', '--', 'sleep', '1'], 1,
+    (['start', 'bad/name', '--', 'sleep', '1'], 2,
      'not usable as a file name'),
-    (['start', 'ok', '--', 'no-such-command-anywhere'], 1, 'was not found'),
-    (['start', '--rundir', '{shared}', 'ok', '--', 'true'], 1,
+    (['start', 'ok', '--', 'no-such-command-anywhere'], 2, 'was not found'),
+    (['start', '--rundir', '{shared}', 'ok', '--', 'true'], 2,
      'may be written by other users'),
-    (['stop', 'bad/name'], 1, 'not usable as a file name'),
-    (['stop', 'ok', '--timeout', 'soon'], 2, "invalid float value: 'soon'"),
-    (['stop', 'ok', '--timeout', '-1'], 2, '--timeout must not be negative'),
-    (['stop', 'ok', '--rundir', '{shared}'], 1,
+    (['start', 'ok', '--rundir', '{shared}', '--', 'true'], 2,
      'may be written by other users'),
-    (['status', 'bad/name'], 1, 'not usable as a file name'),
-    (['status', '--rundir', '{shared}'], 1, 'may be written by other users'),
+    (['start', 'ok', '--bogus', '--', 'true'], 2,
+     'unrecognized arguments: --bogus'),
+    (['start', 'odd', '--', 'true'], 2, 'is not a regular file'),
+    (['stop', 'bad/name'], 2, 'not usable as a file name'),
+    (['stop', 'ok', '--timeout', 'soon'], 2,
+     "expected a number of seconds >= 0, not 'soon'"),
+    (['stop', 'ok', '--timeout', '-1'], 2, 'expected a number of seconds'),
+    (['stop', 'ok', '--rundir', '{shared}'], 2,
+     'may be written by other users'),
+    (['stop', 'stray'], 1, 'nothing was signalled'),
+    (['status', 'bad/name'], 2, 'not usable as a file name'),
+    (['status', '--rundir', '{shared}'], 2, 'may be written by other users'),
     (['status', 'a', 'b'], 2, 'unrecognized arguments: b'),
 ])
 def test_user_mistakes_are_one_line_without_traceback(
@@ -283,9 +305,15 @@ def test_user_mistakes_are_one_line_without_traceback(
     if args[:1] in (['start'], ['stop'], ['status']) \
             and '--rundir' not in args:
         args[1:1] = ['--rundir', str(tmp_path / 'run')]
+        (tmp_path / 'run').mkdir(mode=0o700)
+        os.mkfifo(str(tmp_path / 'run' / 'odd.log'))
+        (tmp_path / 'run' / 'stray.pid').write_text('{"pid": 1}')
+    (tmp_path / 'broken_workers.py').write_text('def (:\n')
+    (tmp_path / 'exiting_workers.py').write_text(
+        'import sys\nsys.exit(0)\n')
     holder = FileStorage(locked_path)  # locked while the command runs
     try:
-        done = run(*args)
+        done = run(*args, cwd=str(tmp_path))
     finally:
         holder.close()
     assert done.returncode == status, done.stderr
@@ -293,7 +321,13 @@ def test_user_mistakes_are_one_line_without_traceback(
     assert len(lines) == 1 and lines[0].startswith('cipher-background')
     assert message in lines[0]
     assert 'Traceback' not in done.stderr
-    assert not os.path.exists(tmp_path / 'run')
+    # Nothing half-written: no files of a start, no files of a storage
+    # beside what is not one.
+    if os.path.exists(str(tmp_path / 'run')):
+        assert sorted(os.listdir(str(tmp_path / 'run'))) == [
+            'odd.log', 'stray.pid']
+    assert not [name for name in os.listdir(str(tmp_path))
+                if name.startswith('notes.txt.')]
 
 
 def test_start_status_stop_a_named_process(tmp_path):

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from cipher.background import process
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import BadProcessFile
 from cipher.background.errors import ConfigurationError
-from cipher.background.errors import ProcessStartError
 from helpers import TIMEOUT
 from helpers import subprocess_env
 
@@ -107,7 +107,7 @@ def test_a_reused_pid_never_reads_as_running(rundir):
         with open(os.path.join(rundir, 'ghost.pid'), 'w') as f:
             f.write(json.dumps(dict(
                 pid=other.pid, pgid=other.pid, start_time='1',
-                supervisor=dict(pid=other.pid, start_time='1'),
+                supervisor=dict(pid=other.pid + 1, start_time='1'),
                 command=['old'])))
         assert not process.is_running('ghost', rundir=rundir)
         assert process.kill('ghost', rundir=rundir) is False
@@ -211,12 +211,22 @@ def test_an_edited_pid_file_never_gets_a_stranger_signalled(rundir):
     stranger = subprocess.Popen(['sleep', '300'], start_new_session=True)
     try:
         real = start_time(stranger.pid)
+        mine = dict(pid=os.getpid(), start_time=start_time(os.getpid()))
         edited = dict(pid=stranger.pid, pgid=stranger.pid, start_time=real,
-                      supervisor=dict(pid=stranger.pid, start_time=real),
-                      command=['sleep', '300'])
+                      supervisor=mine, command=['sleep', '300'])
         write_pid_file(rundir, 'victim', **edited)
         assert process.is_running('victim', rundir=rundir)
         with pytest.raises(BadProcessFile, match='not its supervisor'):
+            process.kill('victim', rundir=rundir)
+        # As its own supervisor: the supervisor's group is never signalled.
+        write_pid_file(rundir, 'victim', **dict(edited, supervisor=dict(
+            pid=stranger.pid, start_time=real)))
+        with pytest.raises(BadProcessFile, match='group of its supervisor'):
+            process.kill('victim', rundir=rundir)
+        # With a supervisor gone: the group is in another session.
+        write_pid_file(rundir, 'victim', **dict(edited, supervisor=dict(
+            pid=2 ** 22 + 7, start_time='1')))
+        with pytest.raises(BadProcessFile, match='another session'):
             process.kill('victim', rundir=rundir)
         # Our own group, and groups 0 and 1, are never signalled.
         for pgid in (os.getpgrp(), 0, 1):
@@ -231,8 +241,10 @@ def test_an_edited_pid_file_never_gets_a_stranger_signalled(rundir):
 
 
 @pytest.mark.parametrize('text', [
-    'not json', '[]', '{"pid": "12"}', '{"pid": 0, "pgid": 0}',
+    'not json', '[]', 'null', '5', '{"pid": "12"}', '{"pid": 0, "pgid": 0}',
     '{"pid": 5, "pgid": 5, "start_time": "1", "command": []}',
+    '{"pid": 5, "pgid": 5, "start_time": null, "command": [], '
+    '"supervisor": {"pid": 6, "start_time": "1"}}',
 ])
 def test_a_malformed_pid_file_is_reported_not_a_crash(rundir, text):
     from cipher.background.errors import BadProcessFile
@@ -243,7 +255,11 @@ def test_a_malformed_pid_file_is_reported_not_a_crash(rundir, text):
     assert 'broken.pid is not' in status.problem
     with pytest.raises(BadProcessFile, match='nothing was signalled|not a'):
         process.kill('broken', rundir=rundir)
-    # A start replaces it (nothing of ours can be running under it).
+    # A start refuses it too (a process of that name might run), until it
+    # is removed.
+    with pytest.raises(BadProcessFile, match='remove it'):
+        process.run_in_background('broken', ['sleep', '300'], rundir=rundir)
+    os.unlink(os.path.join(rundir, 'broken.pid'))
     assert process.run_in_background('broken', ['sleep', '300'],
                                      rundir=rundir)
     assert process.status('broken', rundir=rundir).problem is None
@@ -281,18 +297,64 @@ def test_no_file_is_reached_through_a_symbolic_link(rundir, tmp_path):
     victim.write_text('precious\n')
     os.makedirs(rundir, mode=0o700)
     os.symlink(str(victim), os.path.join(rundir, 'planted.log'))
-    with pytest.raises(ProcessStartError, match='symbolic link'):
+    with pytest.raises(ConfigurationError, match='not a regular file'):
         process.run_in_background('planted', ['echo', 'appended'],
                                   rundir=rundir)
     assert victim.read_text() == 'precious\n'
     target = tmp_path / 'created-by-lock'
     os.symlink(str(target), os.path.join(rundir, 'locked.lock'))
-    with pytest.raises(ConfigurationError, match='symbolic link'):
+    with pytest.raises(ConfigurationError, match='not a regular file'):
         process.run_in_background('locked', ['true'], rundir=rundir)
     assert not target.exists()
+    # The supervisor never follows a link planted after the check either.
+    from cipher.background._procfiles import open_private
+    with pytest.raises(ConfigurationError, match='symbolic link'):
+        open_private(os.path.join(rundir, 'planted.log'), os.O_WRONLY)
     os.symlink(str(victim), os.path.join(rundir, 'linked.pid'))
     assert 'not a file this library wrote' in process.status(
         'linked', rundir=rundir).problem
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'folder'])
+@pytest.mark.parametrize('suffix', ['.pid', '.log', '.exit', '.lock'])
+def test_nothing_hangs_or_starts_over_a_fifo_or_a_folder(rundir, kind,
+                                                        suffix):
+    os.makedirs(rundir, mode=0o700)
+    path = os.path.join(rundir, 'odd' + suffix)
+    os.mkfifo(path) if kind == 'fifo' else os.mkdir(path)
+    with pytest.raises(ConfigurationError, match='not a regular file'):
+        process.run_in_background('odd', ['sleep', '300'], rundir=rundir)
+    status = process.status('odd', rundir=rundir)  # returns, never blocks
+    assert not status.active
+    if suffix == '.pid':
+        assert 'not a regular file' in status.problem
+    assert process.names(rundir) == (['odd'] if suffix in ('.pid', '.exit')
+                                     else [])
+
+
+def test_a_symlinked_rundir_is_resolved_once(tmp_path):
+    real = tmp_path / 'real'
+    real.mkdir(mode=0o700)
+    link = tmp_path / 'link'
+    link.symlink_to(real)
+    process.run_in_background('linked', ['sleep', '300'], rundir=str(link))
+    try:
+        record = json.load(open(str(real / 'linked.pid')))
+        with open('/proc/%d/cmdline' % record['supervisor']['pid'],
+                  'rb') as f:
+            assert str(real).encode() in f.read().split(b'\0')
+    finally:
+        process.kill('linked', signal.SIGKILL, rundir=str(real))
+
+
+def test_a_rundir_in_a_folder_others_may_change_is_refused(tmp_path):
+    open_folder = tmp_path / 'open'
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    with pytest.raises(ConfigurationError, match='other users may change'):
+        process.run_in_background('x', ['true'],
+                                  rundir=str(open_folder / 'run'))
+    assert not (open_folder / 'run').exists()
 
 
 def test_a_relative_rundir_is_resolved_before_cwd_applies(
@@ -424,3 +486,46 @@ def test_the_supervisor_sees_the_callers_packages(rundir, tmp_path):
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == process.status('isolated', rundir=rundir).pid
+
+
+def test_a_command_whose_supervisor_died_is_still_known_and_reachable(
+        rundir):
+    pid = process.run_in_background('orphan', ['sleep', '300'],
+                                    rundir=rundir)
+    record = json.load(open(os.path.join(rundir, 'orphan.pid')))
+    os.kill(record['supervisor']['pid'], signal.SIGKILL)
+    eventually(lambda: not _alive(record['supervisor']['pid']))
+    status = process.status('orphan', rundir=rundir)
+    assert status.running and status.pid == pid
+    assert process.run_in_background('orphan', ['sleep', '300'],
+                                     rundir=rundir) is None  # no second one
+    after = process.stop('orphan', rundir=rundir)
+    assert not after.active and not _alive(pid)
+    assert not os.path.exists(os.path.join(rundir, 'orphan.pid'))
+
+
+def test_stop_ends_a_stopped_process(rundir):
+    pid = process.run_in_background('frozen', ['sleep', '300'],
+                                    rundir=rundir)
+    os.kill(pid, signal.SIGSTOP)
+    eventually(lambda: proc_stat(pid)[0] == 'T')
+    after = process.stop('frozen', rundir=rundir)
+    assert not after.active
+    assert after.returncode == -signal.SIGTERM
+
+
+def test_env_is_the_commands_and_the_supervisor_keeps_the_callers(rundir):
+    env = {'PATH': os.environ['PATH'], 'GREETING': 'hello',
+           'PYTHONHOME': '/no/such/python/home'}
+    process.run_in_background(
+        'greeter', ['sh', '-c', 'echo "$GREETING $PYTHONHOME"'],
+        rundir=rundir, env=env)
+    eventually(lambda: process.status('greeter', rundir=rundir).returncode
+               == 0)
+    assert log_text(rundir, 'greeter') == 'hello /no/such/python/home\n'
+
+
+@pytest.mark.parametrize('sig', [999, -1, 'TERM', None])
+def test_kill_refuses_what_is_no_signal(rundir, sig):
+    with pytest.raises(ArgumentTypeError, match='sig must be a signal'):
+        process.kill('any', sig, rundir=rundir)

@@ -27,6 +27,7 @@ from cipher.background import _procfiles
 
 def main(argv=None):
     rundir, name, *command = argv if argv is not None else sys.argv[1:]
+    env = json.load(sys.stdin)  # the command's environment, or None
     files = _procfiles.ProcessFiles(rundir, name)
     read_end, write_end = os.pipe()
     if os.fork():
@@ -41,7 +42,7 @@ def main(argv=None):
         os._exit(0)
     os.close(read_end)
     os.setsid()
-    _supervise(files, command, write_end)
+    _supervise(files, command, env, write_end)
 
 
 def _detach_standard_streams(log_fd):
@@ -52,27 +53,36 @@ def _detach_standard_streams(log_fd):
     os.close(devnull)
 
 
-def _supervise(files, command, ready_fd):
+def _supervise(files, command, env, ready_fd):
     try:
+        _procfiles.check_regular(files.exit)
+        if os.path.exists(files.exit):
+            os.unlink(files.exit)  # the last run's
         log_fd = _procfiles.open_private(
             files.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=subprocess.STDOUT, close_fds=True, **_OWN_GROUP)
+            stderr=subprocess.STDOUT, close_fds=True, env=env, **_OWN_GROUP)
     except (OSError, ValueError) as exc:  # ConfigurationError is one
         os.write(ready_fd, ('cannot start %r: %s' % (command, exc)).encode())
         os._exit(1)
     _detach_standard_streams(log_fd)
     os.close(log_fd)
     _forward_signals_to(process.pid)
-    if os.path.exists(files.exit):
-        os.unlink(files.exit)
-    files.write_pid(dict(
-        pid=process.pid, pgid=process.pid,
-        start_time=_procfiles.start_time(process.pid),
-        supervisor=dict(pid=os.getpid(),
-                        start_time=_procfiles.start_time(os.getpid())),
-        command=command))
+    try:
+        files.write_pid(dict(
+            pid=process.pid, pgid=process.pid,
+            # Even when the command ended already: the record is whole.
+            start_time=_procfiles.start_time(process.pid, ended_too=True),
+            supervisor=dict(pid=os.getpid(),
+                            start_time=_procfiles.start_time(os.getpid())),
+            command=command))
+    except OSError as exc:  # no pid file: nothing may run unreachable
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        os.write(ready_fd, ('cannot write %s: %s' % (files.pid, exc))
+                 .encode())
+        os._exit(1)
     os.write(ready_fd, b'ok %d' % process.pid)
     os.close(ready_fd)
     returncode = process.wait()

@@ -13,11 +13,32 @@ from cipher.background.errors import BadProcessFile
 from cipher.background.errors import ConfigurationError
 
 
+def make_rundir(path):
+    """Make the folder ``path`` (an absolute, resolved path) and missing
+    parents, each private (0700)."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    if missing:
+        _check_parents(path)  # before anything is made in it
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass  # made meanwhile; checked below
+        except OSError as exc:
+            raise ConfigurationError('cannot make the run directory %s: %s'
+                                     % (folder, exc.strerror)) from None
+
+
 def check_rundir(path):
     """ConfigurationError unless ``path`` is a directory of the effective
-    user that nobody else may write to (the pid files in it decide which
-    processes get signalled)."""
+    user that nobody else may write to, in folders that nobody else may
+    rename it in (the pid files in it decide which processes get
+    signalled)."""
     info = os.stat(path)
+    _check_parents(os.path.dirname(path))
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigurationError('the run directory %s is not a directory; '
                                  'name another one' % path)
@@ -33,17 +54,61 @@ def check_rundir(path):
             % (path, stat.S_IMODE(info.st_mode), path))
 
 
+def _check_parents(folder):
+    """ConfigurationError when a folder above the run directory may be
+    written by another user without the sticky bit (as /tmp has)."""
+    while True:
+        info = os.stat(folder)
+        if (info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                and not info.st_mode & stat.S_ISVTX) \
+                or info.st_uid not in (0, os.geteuid()):
+            raise ConfigurationError(
+                'the run directory is inside %s, which other users may '
+                'change (mode %o, owner %d): use a directory in a folder of '
+                'yours' % (folder, stat.S_IMODE(info.st_mode), info.st_uid))
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
+
+
 def open_private(path, flags, mode=0o600):
-    """``os.open`` that never follows a symbolic link at ``path``:
-    ConfigurationError naming the link instead."""
+    """``os.open`` of a regular file that never follows a symbolic link
+    at ``path`` and never blocks on a FIFO: ConfigurationError naming
+    anything else found there."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK, mode)
     except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise ConfigurationError(
-            '%s is a symbolic link, which is never followed: remove it'
-            % path) from None
+        if exc.errno == errno.ELOOP:
+            raise ConfigurationError(
+                '%s is a symbolic link, which is never followed: remove it'
+                % path) from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):
+            raise ConfigurationError(
+                '%s is not a regular file: remove it' % path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigurationError('%s is not a regular file: remove it'
+                                 % path)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def check_regular(*paths):
+    """ConfigurationError for any of ``paths`` that exists and is not a
+    regular file (a link, a folder, a FIFO...): nothing is started over
+    such a file."""
+    for path in paths:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigurationError(
+                '%s is not a regular file (a link, a folder, a FIFO?): '
+                'remove it' % path)
 
 
 def write_atomically(path, text):
@@ -60,9 +125,10 @@ def write_atomically(path, text):
         raise
 
 
-def _stat_fields(pid):
+def _stat_fields(pid, ended_too=False):
     """The fields of /proc/PID/stat after the command name, or None when
-    there is no such process (or it ended and awaits its parent)."""
+    there is no such process (or, unless ``ended_too``, it ended and
+    awaits its parent)."""
     try:
         with open('/proc/%d/stat' % pid) as f:
             text = f.read()
@@ -71,17 +137,18 @@ def _stat_fields(pid):
     # The command name (field 2) may hold spaces and parentheses: split
     # after its closing parenthesis.
     fields = text[text.rindex(')') + 2:].split()
-    return None if fields[0] in ('Z', 'X') else fields
+    return None if fields[0] in ('Z', 'X') and not ended_too else fields
 
 
-def start_time(pid):
+def start_time(pid, ended_too=False):
     """When process ``pid`` started, as the kernel tells it, or None when
-    there is no such process.
+    there is no such process (or, unless ``ended_too``, it has ended and
+    awaits its parent).
 
     A pid is reused by later processes; (pid, start time) is not.
     """
     try:
-        fields = _stat_fields(pid)
+        fields = _stat_fields(pid, ended_too)
     except OSError:  # pragma: no cover (no /proc: ask ps)
         return _start_time_from_ps(pid)
     return None if fields is None else fields[19]
@@ -100,6 +167,14 @@ def is_alive(record):
         return False
     started = start_time(record['pid'])
     return started is not None and started == record['start_time']
+
+
+def members(record):
+    """The pids of the running processes in the command's group that are
+    in its supervisor's session: the command and what it left there."""
+    session = record['supervisor']['pid']
+    return sorted(pid for pid, sid in group_members(record['pgid']).items()
+                  if sid == session)
 
 
 def group_members(pgid):
@@ -145,9 +220,10 @@ class ProcessFiles:
         """The pid record, None when there is no pid file; BadProcessFile
         for one this library did not write."""
         record = _read_json(self.pid, self.name)
-        if record is not None:
+        if record is not _MISSING:
             _check_record(record, self.pid)
-        return record
+            return record
+        return None
 
     def read_exit(self):
         """The exit record, None when there is none or it cannot be read
@@ -157,6 +233,11 @@ class ProcessFiles:
         except BadProcessFile:
             return None
         return record if isinstance(record, dict) else None
+
+    def check_regular(self):
+        """ConfigurationError unless each of the files is missing or a
+        regular file."""
+        check_regular(self.pid, self.log, self.exit, self.lock)
 
     def remove_pid(self, pid=None):
         """Remove the pid file (only if it names ``pid``, when given; a
@@ -172,13 +253,18 @@ class ProcessFiles:
                 pass
 
 
+_MISSING = object()
+
+
 def _read_json(path, name):
+    """The JSON value in ``path``, _MISSING when there is no such file;
+    BadProcessFile for anything else than a regular file of JSON."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_private(path, os.O_RDONLY)
         with os.fdopen(fd) as f:
             return json.load(f)
     except FileNotFoundError:
-        return None
+        return _MISSING
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise BadProcessFile(
             '%s is not a file this library wrote (%s); remove it if no '
@@ -197,10 +283,10 @@ def _check_record(record, path):
         else None
     if not (isinstance(record, dict) and _is_pid(record.get('pid'))
             and _is_pid(record.get('pgid'))
-            and isinstance(record.get('start_time'), (str, type(None)))
+            and isinstance(record.get('start_time'), str)
             and isinstance(supervisor, dict)
             and _is_pid(supervisor.get('pid'))
-            and isinstance(supervisor.get('start_time'), (str, type(None)))
+            and isinstance(supervisor.get('start_time'), str)
             and isinstance(record.get('command'), list)):
         raise BadProcessFile(
             '%s is not a pid file this library wrote (it lacks or has '
@@ -215,11 +301,12 @@ def group_to_signal(record, name, path):
 
     The supervisor puts the command in a group of its own, inside the
     supervisor's session.  Safe means: the group is the command's (its
-    id is the command's pid, never 0, 1 or the caller's group); the
-    supervisor is alive with the start time the record holds and runs
-    this library's supervisor for ``name`` (its command line); and every
-    member of the group is in the supervisor's session, so that a group
-    id reused by a stranger is never signalled.
+    id is the command's pid; never the supervisor's group, 0, 1 or the
+    caller's); the supervisor, while it runs, runs this library's
+    supervisor for ``name`` (its command line); and every member of the
+    group is in the supervisor's session (which outlives the supervisor),
+    the command itself with the start time the record holds, so that a
+    reused pid or group id never gets a stranger signalled.
     """
     pgid, supervisor = record['pgid'], record['supervisor']
     if pgid in (0, 1) or pgid < 0 or pgid == os.getpgrp():
@@ -228,16 +315,19 @@ def group_to_signal(record, name, path):
     problem = None
     if pgid != record['pid']:
         problem = 'that is not the group of its command'
-    elif not is_alive(supervisor):
-        problem = 'its supervisor is no longer running'
-    elif not _runs_supervisor_of(supervisor['pid'], name):
+    elif pgid == supervisor['pid']:
+        problem = 'that is the group of its supervisor'
+    elif is_alive(supervisor) and not _runs_supervisor_of(
+            supervisor['pid'], name):
         problem = 'the process is not its supervisor'
     else:
-        members = group_members(pgid)
-        if not members:
+        found = group_members(pgid)
+        if not found:
             return None
-        if set(members.values()) != {supervisor['pid']}:
+        if set(found.values()) != {supervisor['pid']}:
             problem = 'the group holds processes of another session'
+        elif pgid in found and not is_alive(record):
+            problem = 'its command has another start time'
     if problem is not None:
         raise BadProcessFile(
             '%s names the process group %d, but %s; nothing was signalled'

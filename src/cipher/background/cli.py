@@ -21,6 +21,7 @@ import time
 
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import CommandError
+from cipher.background.errors import ConfigurationError
 from cipher.background.host import get_host
 from cipher.background.security import SYSTEM
 
@@ -89,10 +90,33 @@ def _demo(args):
     return 0
 
 
+def _check_file_storage(path, option):
+    """A usage error unless ``path`` is a FileStorage file, or nothing yet
+    (checked before FileStorage makes its .lock, .tmp and .index files
+    beside it)."""
+    if not path:
+        raise _UsageError('%s needs a file name' % option)
+    if not os.path.exists(path):
+        return
+    if not os.path.isfile(path):
+        raise _UsageError('%s %s is not a regular file' % (option, path))
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if magic and magic not in _FILE_STORAGE_MAGIC:
+        raise _UsageError('%s %s is not a FileStorage file (it does not '
+                          'start with FS21 or FS30)' % (option, path))
+
+
+#: The first bytes of a FileStorage file (ZODB 5 and 6 on Python 3, and
+#: older files).
+_FILE_STORAGE_MAGIC = (b'FS30', b'FS21')
+
+
 def _open_file_storage(path):
     from zc.lockfile import LockError
     from ZODB.FileStorage import FileStorage
 
+    _check_file_storage(path, '--db')
     try:
         return FileStorage(path)
     except LockError:
@@ -141,14 +165,15 @@ def _open_database(uri, connect_timeout=None):
     try:
         factory, db_kwargs = zodburi.resolve_uri(uri)
     except Exception as exc:
-        raise CommandError('cannot use --zodb %r: %s; use a URI such as '
-                           'file:///path/Data.fs or zeo://host:port'
-                           % (uri, exc))
+        raise _UsageError('cannot use --zodb %r: %s; use a URI such as '
+                          'file:///path/Data.fs or zeo://host:port'
+                          % (uri, _one_line(exc)))
     if uri.startswith('file://'):
         path = uri[len('file://'):].split('?', 1)[0]
         if not os.path.exists(path):
-            raise CommandError('no database file at %s; check --zodb'
-                               % path)
+            raise _UsageError('no database file at %s; check --zodb'
+                              % path)
+        _check_file_storage(path, '--zodb')
     server = uri[len('zeo://'):].split('?', 1)[0]
     if uri.startswith('zeo://'):
         print('cipher-background: connecting to the ZEO server at %s '
@@ -166,14 +191,14 @@ def _open_database(uri, connect_timeout=None):
 
 
 def _with_wait_timeout(uri, seconds):
-    """``uri`` with ZEO's ``wait_timeout`` set to ``seconds`` (an integer
-    for zodburi), replacing any given in the URI."""
+    """``uri`` with ZEO's ``wait_timeout`` set to ``seconds`` (whole
+    seconds, as zodburi takes them), replacing any given in the URI."""
     from urllib.parse import parse_qsl
     from urllib.parse import urlencode
     base, _, query = uri.partition('?')
     params = [(key, value) for key, value in parse_qsl(query)
               if key != 'wait_timeout']
-    params.append(('wait_timeout', str(max(1, round(seconds)))))
+    params.append(('wait_timeout', str(seconds)))
     return base + '?' + urlencode(params)
 
 
@@ -194,12 +219,13 @@ def _worker_class(spec):
         sys.path.insert(0, os.getcwd())
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise CommandError('cannot import the worker %s: %s' % (spec, exc))
+    except (Exception, SystemExit) as exc:
+        raise _UsageError('cannot import the worker %s: %s: %s' % (
+            spec, type(exc).__name__, _one_line(exc)))
     if not (isinstance(cls, type) and issubclass(cls,
                                                  BackgroundWorkerThread)):
-        raise CommandError('%s is not a BackgroundWorkerThread subclass'
-                           % spec)
+        raise _UsageError('%s is not a BackgroundWorkerThread subclass'
+                          % spec)
     return cls
 
 
@@ -218,8 +244,14 @@ def _make_workers(db, cls, args):
         try:
             site = get_host().find_site(conn, args.site)
             unit = UnitOfWork.capture(site=site, db=db, user=user)
-            workers = [cls.forSite(site, user, daemon=True)
-                       for _ in range(args.threads)]
+            try:
+                workers = [cls.forSite(site, user, daemon=True)
+                           for _ in range(args.threads)]
+            except (SiteNotFound, NotASite, PrincipalNotFound):
+                raise
+            except Exception as exc:
+                raise _UsageError('cannot make the worker %s: %s: %s' % (
+                    args.worker, type(exc).__name__, _one_line(exc)))
         finally:
             conn.close()
         with unit.entered():
@@ -236,8 +268,6 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 def _worker(args):
     if args.threads < 1:
         raise _UsageError('--threads must be at least 1')
-    if args.grace < 0 or args.connect_timeout <= 0:
-        raise _UsageError('--grace must be >= 0 and --connect-timeout > 0')
     cls = _worker_class(args.worker)
     db = _open_database(args.zodb, args.connect_timeout)
     alive = []
@@ -291,8 +321,11 @@ def _worker_exit_status(workers, alive, grace):
 
 def _start(args):
     from cipher.background import process
-    command = args.command[1:] if args.command[:1] == ['--'] \
-        else args.command
+    command = args.command
+    if '--' in command:  # options may stand between NAME and --
+        options, command = (command[:command.index('--')],
+                            command[command.index('--') + 1:])
+        args.rundir = _start_options(options, args.rundir)
     if not command:
         raise _UsageError('start needs a command: start NAME -- COMMAND...')
     pid = process.run_in_background(args.name, command, rundir=args.rundir)
@@ -303,10 +336,16 @@ def _start(args):
     return 0
 
 
+def _start_options(options, rundir):
+    """The --rundir among the ``options`` given after NAME (the only
+    option of start)."""
+    parser = _Parser(prog='cipher-background start', add_help=False)
+    parser.add_argument('--rundir', default=rundir)
+    return parser.parse_args(options).rundir
+
+
 def _stop(args):
     from cipher.background import process
-    if args.timeout < 0:
-        raise _UsageError('--timeout must not be negative')
     before = process.status(args.name, rundir=args.rundir)
     if before.problem:
         raise CommandError(before.problem)
@@ -335,7 +374,13 @@ def _status(args):
     names = [args.name] if args.name else process.names(args.rundir)
     running = False
     for name in names:
-        status = process.status(name, rundir=args.rundir)
+        try:
+            status = process.status(name, rundir=args.rundir)
+        except ConfigurationError as exc:
+            if args.name:
+                raise
+            print('%s: unknown: %s' % (name, exc))
+            continue
         command = ' '.join(status.command or ())
         if status.problem:
             print('%s: unknown: %s' % (name, status.problem))
@@ -354,6 +399,26 @@ def _status(args):
             print('%s: not running' % name)
     # As init scripts do: 3 when the one process asked about is not running.
     return 0 if running or not args.name else 3
+
+
+def _seconds(text):
+    """An argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float('inf'):
+        raise argparse.ArgumentTypeError(
+            'expected a number of seconds >= 0, not %r' % text)
+    return value
+
+
+def _whole_seconds(text):
+    """An argparse type: a whole number of seconds >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            'expected a whole number of seconds >= 1, not %r' % text)
+    return int(text)
 
 
 def _parser():
@@ -398,14 +463,14 @@ def _parser():
                      help='run unchecked, as the system user, on purpose')
     worker.add_argument('--threads', type=int, default=1, metavar='N',
                         help='how many workers (default: 1)')
-    worker.add_argument('--grace', type=float, default=STOP_GRACE_SECONDS,
+    worker.add_argument('--grace', type=_seconds, default=STOP_GRACE_SECONDS,
                         metavar='SECONDS',
                         help='how long the current units may take to finish '
                         'at a stop (default: %(default)s)')
-    worker.add_argument('--connect-timeout', type=float, default=30,
-                        metavar='SECONDS',
-                        help='how long to wait for a ZEO server '
-                        '(default: %(default)s)')
+    worker.add_argument('--connect-timeout', type=_whole_seconds,
+                        default=30, metavar='SECONDS',
+                        help='how long to wait for a ZEO server, in whole '
+                        'seconds (default: %(default)s)')
     worker.set_defaults(run=_worker)
 
     for name, run, help in [('start', _start, 'start a named process'),
@@ -420,7 +485,7 @@ def _parser():
             sub.add_argument('command', nargs=argparse.REMAINDER,
                              metavar='-- COMMAND...')
         if name == 'stop':
-            sub.add_argument('--timeout', type=float, default=10,
+            sub.add_argument('--timeout', type=_seconds, default=10,
                              metavar='SECONDS',
                              help='how long to wait after SIGTERM (and '
                              'after SIGKILL) (default: %(default)s)')
@@ -443,7 +508,9 @@ def main(argv=None):
             raise _UsageError('name a command: demo, worker, start, stop or '
                               'status (see cipher-background --help)')
         return args.run(args)
-    except _UsageError as exc:
+    except (_UsageError, ConfigurationError) as exc:
+        # Mistakes that a restart cannot fix: 2, so that supervisors
+        # (RestartPreventExitStatus=2) do not start it again and again.
         print('cipher-background: error: %s' % exc, file=sys.stderr)
         return 2
     except (CommandError, BackgroundError, OSError) as exc:

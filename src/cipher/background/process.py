@@ -13,6 +13,7 @@ it is ever reached through a symbolic link.
 """
 import dataclasses
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import sys
 import time
 
 from cipher.background import _procfiles
+from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import BadProcessFile
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import ProcessStartError
@@ -80,17 +82,25 @@ def _check_name(name):
             'letter or digit' % (name,))
 
 
-def _files(name, rundir, create=False):
-    """The files of ``name``, in the run directory resolved once to an
-    absolute path (so that a ``cwd=`` never moves them); the directory is
-    checked when it exists, and made private when ``create``."""
-    _check_name(name)
-    rundir = os.path.abspath(rundir or default_rundir())
+def _rundir(rundir, create=False):
+    """The run directory, resolved once to an absolute path without
+    symbolic links (so that neither a ``cwd=`` nor a link changed later
+    moves the files); checked when it exists, made private when
+    ``create``."""
+    if rundir is not None and not isinstance(rundir, (str, os.PathLike)):
+        raise ConfigurationError('rundir must be a path, not %r' % (rundir,))
+    rundir = os.path.realpath(os.path.abspath(rundir or default_rundir()))
     if create:
-        os.makedirs(rundir, mode=0o700, exist_ok=True)
+        _procfiles.make_rundir(rundir)
     if os.path.lexists(rundir):
         _procfiles.check_rundir(rundir)
-    return _procfiles.ProcessFiles(rundir, name)
+    return rundir
+
+
+def _files(name, rundir, create=False):
+    """The files of ``name`` in the run directory (see :func:`_rundir`)."""
+    _check_name(name)
+    return _procfiles.ProcessFiles(_rundir(rundir, create), name)
 
 
 def _check_command(args, cwd=None, env=None):
@@ -162,6 +172,13 @@ def _supervisor_launcher():
             'from cipher.background._daemon import main; main()' % path)
 
 
+def _active(record):
+    """True while the command of ``record`` or anything it left in its
+    group runs (its supervisor may have died meanwhile)."""
+    return record is not None and (_procfiles.is_alive(record)
+                                   or bool(_procfiles.members(record)))
+
+
 def run_in_background(name, args, rundir=None, cwd=None, env=None,
                       timeout=60):
     """Start ``args`` as a detached process named ``name``.
@@ -169,27 +186,31 @@ def run_in_background(name, args, rundir=None, cwd=None, env=None,
     Returns the pid of the started command (a true value) once it runs
     and its pid file is written, or None when a process of that name is
     running already (or its leftovers are: stop them first).  ``cwd`` and
-    ``env`` are the command's working directory and environment.
-    ConfigurationError for a bad name, command, ``cwd`` or ``env``, and
-    nothing is written then; ProcessStartError when the command could not
-    be started.
+    ``env`` are the command's working directory and environment (the
+    supervisor keeps the caller's).  ConfigurationError for a bad name,
+    command, ``cwd``, ``env`` or run directory, and nothing is written
+    then; BadProcessFile when the pid file is not one this library wrote
+    (a process of that name might run: remove the file if none does);
+    ProcessStartError when the command could not be started.
     """
     _check_name(name)
     _check_command(args, cwd, env)
     files = _files(name, rundir, create=True)
+    files.check_regular()
     with _Lock(files.lock):
-        try:
-            record = files.read_pid()
-        except BadProcessFile:
-            record = None  # not ours, so nothing of ours runs: replaced
-        if record is not None and _procfiles.is_alive(record['supervisor']):
+        record = files.read_pid()
+        if _active(record):
             return None
         files.remove_pid()  # a stale one
-        done = subprocess.run(
-            [sys.executable, '-c', _supervisor_launcher(), files.rundir,
-             name] + list(args),
-            cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout)
+        command = [sys.executable, '-c', _supervisor_launcher(),
+                   files.rundir, name] + list(args)
+        try:
+            done = subprocess.run(
+                command, cwd=cwd, input=json.dumps(env), capture_output=True,
+                text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ProcessStartError('cannot start %r: %s' % (name, exc)) \
+                from None
         if done.returncode != 0:
             raise ProcessStartError(done.stderr.strip() or (
                 'the supervisor of %r exited with %s'
@@ -219,30 +240,46 @@ def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
 
     Returns True when there was a process to signal.  Only the group the
     library's supervisor made for ``name`` is signalled (checked when the
-    signal is sent: the supervisor's start time and command line, and the
-    session of every member): BadProcessFile, and nothing signalled, for
-    a pid file that names anything else.  After a signal that ends
-    processes (SIGTERM, SIGINT, SIGQUIT, SIGKILL) waits up to ``timeout``
-    seconds for the group to empty and the exit status to be recorded;
-    after any other signal returns at once.
+    signal is sent: the supervisor's command line, the session of every
+    member, the command's start time): BadProcessFile, and nothing
+    signalled, for a pid file that names anything else.  After a signal
+    that ends processes (SIGTERM, SIGINT, SIGQUIT, SIGKILL) the group
+    also gets SIGCONT (a stopped process could not end otherwise), and
+    kill waits up to ``timeout`` seconds for the group to empty and the
+    exit status to be recorded; after any other signal it returns at
+    once.
     """
+    sig = _check_signal(sig)
     files = _files(name, rundir)
     record = files.read_pid()
-    if record is None or not _procfiles.is_alive(record['supervisor']):
-        return False  # none, or a stale one
+    if record is None:
+        return False
     pgid = _procfiles.group_to_signal(record, name, files.pid)
     if pgid is None:
         return False
     try:
         os.killpg(pgid, sig)
+        if sig in _SIGNALS_THAT_END and sig != signal.SIGKILL:
+            os.killpg(pgid, signal.SIGCONT)
     except ProcessLookupError:
         return False
     if sig in _SIGNALS_THAT_END:
+        supervisor = record['supervisor']
         deadline = time.monotonic() + timeout
-        while (_procfiles.is_alive(record['supervisor'])
+        while ((_active(record) or _procfiles.is_alive(supervisor))
                and time.monotonic() < deadline):
             time.sleep(0.01)  # another process is ending: nothing to wait on
+        if not (_active(record) or _procfiles.is_alive(supervisor)):
+            files.remove_pid(record['pid'])  # its supervisor had died
     return True
+
+
+def _check_signal(sig):
+    try:
+        return signal.Signals(sig)
+    except (ValueError, TypeError):
+        raise ArgumentTypeError('sig must be a signal number such as '
+                                'signal.SIGTERM, not %r' % (sig,)) from None
 
 
 def stop(name, rundir=None, timeout=10, force=False):
@@ -268,29 +305,25 @@ def status(name, rundir=None):
     if _procfiles.is_alive(record):
         return ProcessStatus(name, True, record['pid'],
                              tuple(record['command']), None, files.log)
-    leftovers = ()
-    if record is not None and _procfiles.is_alive(record['supervisor']):
-        supervisor = record['supervisor']['pid']
-        leftovers = tuple(sorted(
-            pid for pid, session
-            in _procfiles.group_members(record['pgid']).items()
-            if session == supervisor))
+    leftovers = () if record is None else tuple(_procfiles.members(record))
     ended = files.read_exit() or {}
     returncode = ended.get('returncode')
     command = ended.get('command')
     return ProcessStatus(
         name, False, None,
         tuple(map(str, command)) if isinstance(command, list) else None,
-        returncode if isinstance(returncode, int) else None,
+        returncode if isinstance(returncode, int)
+        and not isinstance(returncode, bool) else None,
         files.log if os.path.exists(files.log) else None, problem,
         leftovers)
 
 
 def names(rundir=None):
-    """The names that have files in the run directory, sorted."""
-    rundir = os.path.abspath(rundir or default_rundir())
+    """The names that have files in the run directory, sorted (files
+    whose names no process could have are left out)."""
+    rundir = _rundir(rundir)
     if not os.path.lexists(rundir):
         return []
-    _procfiles.check_rundir(rundir)
-    return sorted({entry.rsplit('.', 1)[0] for entry in os.listdir(rundir)
-                   if entry.endswith(('.pid', '.exit'))})
+    found = {entry.rsplit('.', 1)[0] for entry in os.listdir(rundir)
+             if entry.endswith(('.pid', '.exit'))}
+    return sorted(name for name in found if _NAME.fullmatch(name))
