@@ -59,4 +59,11 @@ class BadInit(PairWriter):
         raise RuntimeError('cannot be made')
 
 
+class ExitingInit(PairWriter):
+    """Its constructor exits the process."""
+
+    def __init__(self, *args, **kwargs):
+        raise SystemExit(0)
+
+
 NotAWorker = object

@@ -248,17 +248,33 @@ WORKER = ['worker', '--zodb', '{uri}', '--site', '/site']
     (WORKER + ['--worker', 'cli_workers:PairWriter', '--threads', 'many'],
      2, "invalid int value: 'many'"),
     (WORKER + ['--worker', 'cli_workers:PairWriter', '--grace', '-1'], 2,
-     'expected a number of seconds >= 0'),
+     'expected a number of seconds from 0 to'),
     (WORKER + ['--worker', 'cli_workers:PairWriter', '--grace', 'nan'], 2,
-     'expected a number of seconds >= 0'),
+     'expected a number of seconds from 0 to'),
     (WORKER + ['--worker', 'cli_workers:PairWriter', '--connect-timeout',
-               'inf'], 2, 'expected a whole number of seconds >= 1'),
+               'inf'], 2, 'expected a whole number of seconds from 1'),
     (['worker', '--site', '/site'], 2, 'the following arguments are '
      'required: --zodb, --worker'),
+    # jobs
+    (['jobs', '--zodb', 'nonsense://x'], 2, 'cannot use --zodb'),
+    (['jobs', '--zodb', '{uri}', '--threads', '0'], 2,
+     '--threads must be at least 1'),
+    (['jobs', '--zodb', '{uri}', '--poll', '0'], 2,
+     '--poll must be more than 0 seconds'),
+    (['jobs', '--zodb', '{locked}'], 1, 'cannot open the database'),
+    (['jobs'], 2, 'the following arguments are required: --zodb'),
     # demo
     (['demo', '--db', '{db}', '--user', 'nobody'], 1,
      "no user 'nobody' in the demo site"),
     (['demo', '--db', '{not_a_db_path}'], 2, 'is not a FileStorage file'),
+    (['demo', '--db', '{fake_fs_path}'], 2,
+     'cannot open {fake_fs_path} as a FileStorage'),
+    (WORKER[:2] + ['file://{fake_fs_path}'] + WORKER[3:] + [
+        '--worker', 'cli_workers:PairWriter'], 2, 'cannot open the database'),
+    (WORKER + ['--worker', 'cli_workers:PairWriter', '--grace', '1e10'], 2,
+     'expected a number of seconds from 0 to'),
+    (WORKER + ['--worker', 'cli_workers:ExitingInit', '--user', 'editor'], 2,
+     'cannot make the worker cli_workers:ExitingInit: SystemExit'),
     (['demo', '--db', '/dev/null'], 2, 'is not a regular file'),
     (['demo', '--db', ''], 2, '--db needs a file name'),
     (['demo', '--db', '{locked_path}'], 1, 'is in use by another process'),
@@ -280,11 +296,11 @@ WORKER = ['worker', '--zodb', '{uri}', '--site', '/site']
     (['start', 'odd', '--', 'true'], 2, 'is not a regular file'),
     (['stop', 'bad/name'], 2, 'not usable as a file name'),
     (['stop', 'ok', '--timeout', 'soon'], 2,
-     "expected a number of seconds >= 0, not 'soon'"),
+     "not 'soon'"),
     (['stop', 'ok', '--timeout', '-1'], 2, 'expected a number of seconds'),
     (['stop', 'ok', '--rundir', '{shared}'], 2,
      'may be written by other users'),
-    (['stop', 'stray'], 1, 'nothing was signalled'),
+    (['stop', 'stray'], 2, 'it was not used'),
     (['status', 'bad/name'], 2, 'not usable as a file name'),
     (['status', '--rundir', '{shared}'], 2, 'may be written by other users'),
     (['status', 'a', 'b'], 2, 'unrecognized arguments: b'),
@@ -296,10 +312,13 @@ def test_user_mistakes_are_one_line_without_traceback(
     shared.chmod(0o777)
     not_a_db = tmp_path / 'notes.txt'
     not_a_db.write_text('not a database\n')
+    fake_fs = tmp_path / 'fake.fs'
+    fake_fs.write_bytes(b'FS21garbagegarbage')
     locked_path = str(tmp_path / 'locked.fs')
     files = dict(uri=file_uri, db=file_uri[len('file://'):],
                  shared=str(shared), not_a_db_path=str(not_a_db),
                  not_a_db='file://%s' % not_a_db, locked_path=locked_path,
+                 fake_fs_path=str(fake_fs),
                  locked='file://' + locked_path)
     args = [a.format(**files) for a in args]
     if args[:1] in (['start'], ['stop'], ['status']) \
@@ -319,7 +338,7 @@ def test_user_mistakes_are_one_line_without_traceback(
     assert done.returncode == status, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('cipher-background')
-    assert message in lines[0]
+    assert message.format(**files) in lines[0]
     assert 'Traceback' not in done.stderr
     # Nothing half-written: no files of a start, no files of a storage
     # beside what is not one.
@@ -327,7 +346,7 @@ def test_user_mistakes_are_one_line_without_traceback(
         assert sorted(os.listdir(str(tmp_path / 'run'))) == [
             'odd.log', 'stray.pid']
     assert not [name for name in os.listdir(str(tmp_path))
-                if name.startswith('notes.txt.')]
+                if name.startswith(('notes.txt.', 'fake.fs.'))]
 
 
 def test_start_status_stop_a_named_process(tmp_path):
@@ -367,13 +386,13 @@ def test_a_stray_pid_file_is_reported_and_the_rest_listed(tmp_path):
         assert 'stray.pid is not a pid file this library wrote' in lines[1]
         refused = run('stop', '--rundir', str(rundir), 'stray')
         assert refused.returncode != 0 and 'Traceback' not in refused.stderr
-        assert 'nothing was signalled' in refused.stderr
+        assert 'it was not used' in refused.stderr
     finally:
         run('stop', '--rundir', str(rundir), 'sleeper')
 
 
-@pytest.mark.parametrize('command', [[], ['demo'], ['worker'], ['start'],
-                                     ['stop'], ['status']])
+@pytest.mark.parametrize('command', [[], ['demo'], ['worker'], ['jobs'],
+                                     ['start'], ['stop'], ['status']])
 def test_help_everywhere(command):
     done = run(*command, '--help')
     assert done.returncode == 0

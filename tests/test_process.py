@@ -215,9 +215,30 @@ def test_an_edited_pid_file_never_gets_a_stranger_signalled(rundir):
         edited = dict(pid=stranger.pid, pgid=stranger.pid, start_time=real,
                       supervisor=mine, command=['sleep', '300'])
         write_pid_file(rundir, 'victim', **edited)
-        assert process.is_running('victim', rundir=rundir)
+        assert not process.is_running('victim', rundir=rundir)
+        assert 'not its supervisor' in process.status(
+            'victim', rundir=rundir).problem
         with pytest.raises(BadProcessFile, match='not its supervisor'):
             process.kill('victim', rundir=rundir)
+        with pytest.raises(BadProcessFile, match='not its supervisor'):
+            process.run_in_background('victim', ['true'], rundir=rundir)
+        # A live process at the supervisor's pid with another start time.
+        write_pid_file(rundir, 'victim', **dict(edited, supervisor=dict(
+            mine, start_time='bogus')))
+        with pytest.raises(BadProcessFile, match='not its supervisor'):
+            process.kill('victim', rundir=rundir)
+        # A live command that is not in the group the file names.
+        follower = subprocess.Popen(['sleep', '300'])
+        try:
+            write_pid_file(rundir, 'victim', **dict(
+                edited, pid=follower.pid, pgid=follower.pid,
+                start_time=start_time(follower.pid),
+                supervisor=dict(pid=2 ** 22 + 7, start_time='1')))
+            with pytest.raises(BadProcessFile, match='not in that group'):
+                process.kill('victim', rundir=rundir)
+        finally:
+            follower.kill()
+            follower.wait()
         # As its own supervisor: the supervisor's group is never signalled.
         write_pid_file(rundir, 'victim', **dict(edited, supervisor=dict(
             pid=stranger.pid, start_time=real)))
@@ -529,3 +550,17 @@ def test_env_is_the_commands_and_the_supervisor_keeps_the_callers(rundir):
 def test_kill_refuses_what_is_no_signal(rundir, sig):
     with pytest.raises(ArgumentTypeError, match='sig must be a signal'):
         process.kill('any', sig, rundir=rundir)
+
+
+def test_the_command_is_looked_up_in_the_path_it_will_run_with(rundir):
+    # env without PATH: the default path, as exec looks it up.
+    assert process.run_in_background('defaulted', ['sleep', '300'],
+                                     rundir=rundir, env={})
+    here = os.path.dirname(sys.executable)
+    if os.path.realpath(here) not in map(os.path.realpath, os.defpath.split(
+            os.pathsep)):
+        with pytest.raises(ConfigurationError, match='was not found'):
+            process.run_in_background(
+                'elsewhere', [os.path.basename(sys.executable), '-V'],
+                rundir=rundir, env={})
+        assert not os.path.exists(os.path.join(rundir, 'elsewhere.log'))

@@ -10,6 +10,9 @@ from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
 from cipher.background.contextmanagers import ZopeTransaction
+from cipher.background.durable import enqueue
+from cipher.background.durable import enqueue_call
+from cipher.background.durable import register_database
 from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import BadProcessFile
@@ -41,6 +44,7 @@ from cipher.background.jobstore import JobStatus
 from cipher.background.jobstore import MemoryJobStore
 from cipher.background.output import job_output
 from cipher.background.periodic import PeriodicBackgroundWorkerThread
+from cipher.background.queuerunner import QueueRunner
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import ConfigurationError
 from cipher.background.errors import Interrupted
@@ -88,6 +92,11 @@ __all__ = [
     'job_output',
     'JobStatus',
     'MemoryJobStore',
+    # durable jobs, stored in the database
+    'enqueue',
+    'enqueue_call',
+    'QueueRunner',
+    'register_database',
     'get_job_store',
     'set_job_store',
     'get_scheduler',

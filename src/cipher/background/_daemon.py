@@ -54,6 +54,7 @@ def _detach_standard_streams(log_fd):
 
 
 def _supervise(files, command, env, ready_fd):
+    forward = _Forwarder()  # from now on: signals are kept, then forwarded
     try:
         _procfiles.check_regular(files.exit)
         if os.path.exists(files.exit):
@@ -68,7 +69,7 @@ def _supervise(files, command, env, ready_fd):
         os._exit(1)
     _detach_standard_streams(log_fd)
     os.close(log_fd)
-    _forward_signals_to(process.pid)
+    forward.to(process.pid)
     try:
         files.write_pid(dict(
             pid=process.pid, pgid=process.pid,
@@ -104,17 +105,36 @@ _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ,
                   signal.SIGKILL, signal.SIGSTOP}
 
 
-def _forward_signals_to(pgid):
-    def forward(signum, frame):
+class _Forwarder:
+    """Catches every catchable signal sent to the supervisor: kept until
+    the command's group exists, then forwarded to it.  (The handlers are
+    reset to the default in the command when it starts.)"""
+
+    def __init__(self):
+        self.pgid = None
+        self.pending = []
+        for signum in signal.valid_signals() - _NOT_FORWARDED:
+            try:
+                signal.signal(signum, self._caught)
+            except (OSError, ValueError):
+                pass  # reserved by the C library
+
+    def _caught(self, signum, frame):
+        if self.pgid is None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum):
         try:
-            os.killpg(pgid, signum)
+            os.killpg(self.pgid, signum)
         except ProcessLookupError:
             pass  # the group is empty: the command is ending anyway
-    for signum in signal.valid_signals() - _NOT_FORWARDED:
-        try:
-            signal.signal(signum, forward)
-        except (OSError, ValueError):
-            pass  # reserved by the C library
+
+    def to(self, pgid):
+        self.pgid = pgid
+        while self.pending:
+            self._send(self.pending.pop(0))
 
 
 if __name__ == '__main__':  # pragma: no cover (run in a subprocess)

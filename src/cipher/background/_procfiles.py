@@ -225,6 +225,14 @@ class ProcessFiles:
             return record
         return None
 
+    def read_checked(self):
+        """The pid record, checked against what runs now (see
+        :func:`verify`); None when there is no pid file."""
+        record = self.read_pid()
+        if record is not None:
+            verify(record, self.name, self.pid)
+        return record
+
     def read_exit(self):
         """The exit record, None when there is none or it cannot be read
         (it only informs)."""
@@ -287,52 +295,64 @@ def _check_record(record, path):
             and isinstance(supervisor, dict)
             and _is_pid(supervisor.get('pid'))
             and isinstance(supervisor.get('start_time'), str)
-            and isinstance(record.get('command'), list)):
+            and isinstance(record.get('command'), list)
+            and all(isinstance(arg, str) for arg in record['command'])):
         raise BadProcessFile(
             '%s is not a pid file this library wrote (it lacks or has '
-            'wrong pids, start times or command); nothing was signalled: '
+            'wrong pids, start times or command); it was not used: '
             'remove it if no such process runs' % path)
 
 
-def group_to_signal(record, name, path):
-    """The process group of ``record`` (a checked pid record) when it is
-    safe to signal now, None when the group has no member left, else
-    BadProcessFile.
+def verify(record, name, path):
+    """BadProcessFile when what runs now contradicts ``record`` (a checked
+    pid record): the file was edited, or names processes that are not the
+    ones the library started for ``name``.
 
-    The supervisor puts the command in a group of its own, inside the
-    supervisor's session.  Safe means: the group is the command's (its
-    id is the command's pid; never the supervisor's group, 0, 1 or the
-    caller's); the supervisor, while it runs, runs this library's
-    supervisor for ``name`` (its command line); and every member of the
-    group is in the supervisor's session (which outlives the supervisor),
-    the command itself with the start time the record holds, so that a
-    reused pid or group id never gets a stranger signalled.
+    The supervisor puts the command in a group of its own (its id is the
+    command's pid), inside the supervisor's session.  So: the group is
+    never the supervisor's, 0, 1 or the caller's; a process at the
+    supervisor's pid has the recorded start time and runs this library's
+    supervisor for ``name`` (a session id is not reused while it lives,
+    so a process there with another start time means an edited file);
+    the command, while it runs, is in that group; and every member of
+    the group is in the supervisor's session (which outlives the
+    supervisor), so that a reused pid or group id never gets a stranger
+    signalled.  Returns the members of the group.
     """
     pgid, supervisor = record['pgid'], record['supervisor']
     if pgid in (0, 1) or pgid < 0 or pgid == os.getpgrp():
         raise BadProcessFile('%s names the process group %r, which is never '
                              'signalled' % (path, pgid))
     problem = None
+    found = {}
+    supervisor_started = start_time(supervisor['pid'])
     if pgid != record['pid']:
         problem = 'that is not the group of its command'
     elif pgid == supervisor['pid']:
         problem = 'that is the group of its supervisor'
-    elif is_alive(supervisor) and not _runs_supervisor_of(
-            supervisor['pid'], name):
+    elif supervisor_started is not None and (
+            supervisor_started != supervisor['start_time']
+            or not _runs_supervisor_of(supervisor['pid'], name)):
         problem = 'the process is not its supervisor'
     else:
         found = group_members(pgid)
-        if not found:
-            return None
-        if set(found.values()) != {supervisor['pid']}:
+        if found and set(found.values()) != {supervisor['pid']}:
             problem = 'the group holds processes of another session'
+        elif is_alive(record) and record['pid'] not in found:
+            problem = 'its command is not in that group'
         elif pgid in found and not is_alive(record):
             problem = 'its command has another start time'
     if problem is not None:
         raise BadProcessFile(
-            '%s names the process group %d, but %s; nothing was signalled'
-            % (path, pgid, problem))
-    return pgid
+            '%s names the process group %d, but %s; it was not used: '
+            'nothing was signalled' % (path, pgid, problem))
+    return found
+
+
+def group_to_signal(record, name, path):
+    """The process group of ``record`` when it is safe to signal now
+    (see :func:`verify`), None when the group has no member left."""
+    return record['pgid'] if verify(record, name, path) else None
 
 
 def _runs_supervisor_of(pid, name):

@@ -4,6 +4,9 @@
     cipher-background worker --zodb URI --site PATH --worker MODULE:CLASS
                              [--user ID | --system] [--threads N]
                              [--grace SECONDS] [--connect-timeout SECONDS]
+    cipher-background jobs --zodb URI [--queue NAME] [--threads N]
+                           [--poll SECONDS] [--grace SECONDS]
+                           [--connect-timeout SECONDS]
     cipher-background start NAME -- COMMAND...
     cipher-background stop NAME [--timeout SECONDS] [--kill]
     cipher-background status [NAME]
@@ -20,6 +23,7 @@ import threading
 import time
 
 from cipher.background.errors import BackgroundError
+from cipher.background.errors import BadProcessFile
 from cipher.background.errors import CommandError
 from cipher.background.errors import ConfigurationError
 from cipher.background.host import get_host
@@ -117,6 +121,7 @@ def _open_file_storage(path):
     from ZODB.FileStorage import FileStorage
 
     _check_file_storage(path, '--db')
+    made = _files_beside(path)
     try:
         return FileStorage(path)
     except LockError:
@@ -124,8 +129,24 @@ def _open_file_storage(path):
                            'instance, a ZEO server or a worker): stop it, '
                            'or use another --db' % path)
     except Exception as exc:
-        raise CommandError('cannot open %s as a FileStorage: %s'
-                           % (path, _one_line(exc)))
+        _remove_new(made)
+        raise _UsageError('cannot open %s as a FileStorage: %s: %s'
+                          % (path, type(exc).__name__, _one_line(exc)))
+
+
+def _files_beside(path):
+    """The files FileStorage makes beside ``path`` that are not there yet
+    (to remove when opening fails)."""
+    return [path + suffix for suffix in ('.lock', '.tmp', '.index')
+            if not os.path.exists(path + suffix)]
+
+
+def _remove_new(paths):
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _show_progress(progress, end):
@@ -157,6 +178,7 @@ def _print_outcome(db, name):
 
 def _open_database(uri, connect_timeout=None):
     import zodburi
+    from zc.lockfile import LockError
     from ZEO.Exceptions import ClientDisconnected
     from ZODB import DB
 
@@ -174,8 +196,10 @@ def _open_database(uri, connect_timeout=None):
             raise _UsageError('no database file at %s; check --zodb'
                               % path)
         _check_file_storage(path, '--zodb')
-    server = uri[len('zeo://'):].split('?', 1)[0]
+        made = _files_beside(path)
+    server = None
     if uri.startswith('zeo://'):
+        server = uri[len('zeo://'):].split('?', 1)[0]
         print('cipher-background: connecting to the ZEO server at %s '
               '(waiting up to %s s: --connect-timeout)'
               % (server, connect_timeout), file=sys.stderr, flush=True)
@@ -186,6 +210,10 @@ def _open_database(uri, connect_timeout=None):
                            'start it, or check --zodb'
                            % (server, connect_timeout, _one_line(exc)))
     except Exception as exc:
+        if uri.startswith('file://') and not isinstance(exc, LockError):
+            _remove_new(made)
+            raise _UsageError('cannot open the database %s: %s: %s' % (
+                uri.split('?', 1)[0], type(exc).__name__, _one_line(exc)))
         raise CommandError('cannot open the database %s: %s'
                            % (uri.split('?', 1)[0], _one_line(exc)))
 
@@ -219,7 +247,7 @@ def _worker_class(spec):
         sys.path.insert(0, os.getcwd())
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except (Exception, SystemExit) as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         raise _UsageError('cannot import the worker %s: %s: %s' % (
             spec, type(exc).__name__, _one_line(exc)))
     if not (isinstance(cls, type) and issubclass(cls,
@@ -249,7 +277,7 @@ def _make_workers(db, cls, args):
                            for _ in range(args.threads)]
             except (SiteNotFound, NotASite, PrincipalNotFound):
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
                 raise _UsageError('cannot make the worker %s: %s: %s' % (
                     args.worker, type(exc).__name__, _one_line(exc)))
         finally:
@@ -270,7 +298,7 @@ def _worker(args):
         raise _UsageError('--threads must be at least 1')
     cls = _worker_class(args.worker)
     db = _open_database(args.zodb, args.connect_timeout)
-    alive = []
+    workers = []
     try:
         workers = _make_workers(db, cls, args)
         stop = threading.Event()
@@ -288,13 +316,14 @@ def _worker(args):
             for worker in workers:
                 worker.stop(0)  # ask all first, then wait for each
             deadline = time.monotonic() + args.grace
-            alive = [worker for worker in workers
-                     if not worker.stop(max(0, deadline - time.monotonic()))]
+            for worker in workers:
+                worker.stop(max(0, deadline - time.monotonic()))
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
     finally:
-        if not alive:
+        if not any(worker.is_alive() for worker in workers):
             db.close()  # never under a live worker
+    alive = [worker for worker in workers if worker.is_alive()]
     return _worker_exit_status(workers, alive, args.grace)
 
 
@@ -315,6 +344,47 @@ def _worker_exit_status(workers, alive, grace):
                   file=sys.stderr)
             failed = True
     return 1 if failed else 0
+
+
+# -- durable jobs --
+
+def _jobs(args):
+    from cipher.background.queuerunner import QueueRunner
+
+    if args.threads < 1:
+        raise _UsageError('--threads must be at least 1')
+    if args.poll <= 0:
+        raise _UsageError('--poll must be more than 0 seconds')
+    # Job functions are imported by name: from the current directory too.
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    db = _open_database(args.zodb, args.connect_timeout)
+    stopped = False
+    try:
+        runner = QueueRunner(db, args.queue, threads=args.threads,
+                             poll=args.poll, max_poll=max(args.poll, 5.0))
+        stop = threading.Event()
+        handlers = {signum: signal.signal(signum, lambda *a: stop.set())
+                    for signum in _STOP_SIGNALS}
+        try:
+            runner.start()
+            print('cipher-background: %d thread(s) serving the queue %s of %s'
+                  % (args.threads, args.queue, args.zodb.split('?', 1)[0]),
+                  file=sys.stderr, flush=True)
+            stop.wait()
+        finally:
+            stopped = runner.stop(args.grace)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+    finally:
+        if stopped:
+            db.close()  # never under a running job
+    if not stopped:
+        print('cipher-background: error: jobs did not finish within %s s; '
+              'the database was left open (their leases will run out)'
+              % args.grace, file=sys.stderr)
+        return 1
+    return 0
 
 
 # -- named background processes --
@@ -348,7 +418,7 @@ def _stop(args):
     from cipher.background import process
     before = process.status(args.name, rundir=args.rundir)
     if before.problem:
-        raise CommandError(before.problem)
+        raise BadProcessFile(before.problem)
     if not before.active:
         print('%s was not running' % args.name)
         return 0
@@ -407,17 +477,24 @@ def _seconds(text):
         value = float(text)
     except ValueError:
         value = None
-    if value is None or not 0 <= value < float('inf'):
+    if value is None or not 0 <= value <= _MAX_SECONDS:
         raise argparse.ArgumentTypeError(
-            'expected a number of seconds >= 0, not %r' % text)
+            'expected a number of seconds from 0 to %d, not %r'
+            % (_MAX_SECONDS, text))
     return value
+
+
+#: The longest wait the command takes: a year (threads cannot wait for
+#: much longer, and nobody needs to).
+_MAX_SECONDS = 365 * 24 * 3600
 
 
 def _whole_seconds(text):
     """An argparse type: a whole number of seconds >= 1."""
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_SECONDS:
         raise argparse.ArgumentTypeError(
-            'expected a whole number of seconds >= 1, not %r' % text)
+            'expected a whole number of seconds from 1 to %d, not %r'
+            % (_MAX_SECONDS, text))
     return int(text)
 
 
@@ -473,6 +550,34 @@ def _parser():
                         'seconds (default: %(default)s)')
     worker.set_defaults(run=_worker)
 
+    jobs = commands.add_parser(
+        'jobs', help='run durable jobs in this process',
+        description='Run the durable jobs of a queue in the database a URI '
+        'names, until SIGTERM, SIGINT or SIGHUP: then the jobs being run '
+        'finish (--grace), and a job this process could not finish is '
+        'taken by another one when its lease runs out.  Exit status 0 when '
+        'every thread stopped, 1 when one outlived --grace, 2 for a '
+        'mistake a restart cannot fix.')
+    jobs.add_argument('--zodb', required=True, metavar='URI',
+                      help='file://, zeo://, memory:// or zconfig:// URI')
+    jobs.add_argument('--queue', default='default', metavar='NAME',
+                      help='the queue to serve (default: %(default)s)')
+    jobs.add_argument('--threads', type=int, default=2, metavar='N',
+                      help='jobs run at once (default: %(default)s)')
+    jobs.add_argument('--poll', type=_seconds, default=1.0,
+                      metavar='SECONDS',
+                      help='how often an idle thread looks for work, at '
+                      'first (default: %(default)s)')
+    jobs.add_argument('--grace', type=_seconds, default=STOP_GRACE_SECONDS,
+                      metavar='SECONDS',
+                      help='how long the jobs being run may take to finish '
+                      'at a stop (default: %(default)s)')
+    jobs.add_argument('--connect-timeout', type=_whole_seconds, default=30,
+                      metavar='SECONDS',
+                      help='how long to wait for a ZEO server, in whole '
+                      'seconds (default: %(default)s)')
+    jobs.set_defaults(run=_jobs)
+
     for name, run, help in [('start', _start, 'start a named process'),
                             ('stop', _stop, 'stop a named process'),
                             ('status', _status, 'show named processes')]:
@@ -505,10 +610,11 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         if getattr(args, 'run', None) is None:
-            raise _UsageError('name a command: demo, worker, start, stop or '
-                              'status (see cipher-background --help)')
+            raise _UsageError('name a command: demo, worker, jobs, start, '
+                              'stop or status (see cipher-background '
+                              '--help)')
         return args.run(args)
-    except (_UsageError, ConfigurationError) as exc:
+    except (_UsageError, ConfigurationError, BadProcessFile) as exc:
         # Mistakes that a restart cannot fix: 2, so that supervisors
         # (RestartPreventExitStatus=2) do not start it again and again.
         print('cipher-background: error: %s' % exc, file=sys.stderr)

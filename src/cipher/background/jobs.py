@@ -20,6 +20,7 @@ from persistent import Persistent
 from ZODB.POSException import POSKeyError
 
 from cipher.background import aftercommit
+from cipher.background import durable
 from cipher.background import jobruntime as runtime
 from cipher.background import jobstore as states
 from cipher.background._jobargs import Ref
@@ -292,7 +293,10 @@ def _checked(job_id):
 
 
 def get_status(job_id):
-    """The IJobStatus of ``job_id`` (state 'unknown' for unknown ids)."""
+    """The IJobStatus of ``job_id`` (state 'unknown' for unknown ids); a
+    durable job's (see :mod:`cipher.background.durable`) as committed."""
+    if durable.is_durable_id(job_id):
+        return durable.get_status(job_id)
     return get_job_store().get(_checked(job_id))
 
 
@@ -300,6 +304,8 @@ def wait(job_id, timeout=None):
     """Wait until the job is finished; return its final status.
 
     WaitTimeout when ``timeout`` seconds pass first."""
+    if durable.is_durable_id(job_id):
+        return durable.wait(job_id, timeout)
     return get_job_store().wait(_checked(job_id), timeout)
 
 
@@ -307,7 +313,7 @@ def get_progress(job_id):
     """TurboGears-style progress: ``(-1, None)`` while waiting to run,
     ``(value, data)`` while running (value 0 before any report), None when
     finished or unknown."""
-    status = get_job_store().get(_checked(job_id))
+    status = get_status(_checked(job_id))
     if status.state in (states.PENDING_COMMIT, states.QUEUED):
         return (-1, None)
     if status.state in (states.RUNNING, states.RETRYING):
@@ -321,5 +327,7 @@ def cancel(job_id):
     told, and stops at its next set_progress() or check_cancelled() (or
     at once, when it is waiting to retry).  Returns True if the job could
     be cancelled, False if it had finished or is unknown."""
+    if durable.is_durable_id(job_id):
+        return durable.cancel(job_id)
     return runtime.cancel_job(get_job_store(), _checked(job_id),
                               runtime.live_job(job_id))

@@ -87,7 +87,8 @@ def _rundir(rundir, create=False):
     symbolic links (so that neither a ``cwd=`` nor a link changed later
     moves the files); checked when it exists, made private when
     ``create``."""
-    if rundir is not None and not isinstance(rundir, (str, os.PathLike)):
+    if rundir is not None and not isinstance(rundir, (str, os.PathLike)) \
+            or '\0' in os.fspath(rundir or ''):
         raise ConfigurationError('rundir must be a path, not %r' % (rundir,))
     rundir = os.path.realpath(os.path.abspath(rundir or default_rundir()))
     if create:
@@ -123,7 +124,9 @@ def _check_command(args, cwd=None, env=None):
                                 and os.path.isdir(cwd)):
         raise ConfigurationError('cwd %r is not a directory' % (cwd,))
     program = args[0]
-    path = (env or os.environ).get('PATH')
+    # The PATH the command will be looked up in (the default one when
+    # env has none), as the supervisor's exec looks it up.
+    path = os.pathsep.join(os.get_exec_path(env))
     if os.sep in program:
         candidate = os.path.join(cwd or '', program)
         found = os.access(candidate, os.X_OK) and not os.path.isdir(
@@ -158,7 +161,7 @@ def is_running(name, rundir=None):
     when its pid file is not one this library wrote)."""
     files = _files(name, rundir)
     try:
-        return _procfiles.is_alive(files.read_pid())
+        return _procfiles.is_alive(files.read_checked())
     except BadProcessFile:
         return False
 
@@ -198,7 +201,7 @@ def run_in_background(name, args, rundir=None, cwd=None, env=None,
     files = _files(name, rundir, create=True)
     files.check_regular()
     with _Lock(files.lock):
-        record = files.read_pid()
+        record = files.read_checked()
         if _active(record):
             return None
         files.remove_pid()  # a stale one
@@ -208,9 +211,17 @@ def run_in_background(name, args, rundir=None, cwd=None, env=None,
             done = subprocess.run(
                 command, cwd=cwd, input=json.dumps(env), capture_output=True,
                 text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ProcessStartError('cannot start %r: %s' % (name, exc)) \
-                from None
+        except subprocess.TimeoutExpired:
+            # Its supervisor may have started it all the same.
+            record = files.read_pid()
+            if _active(record):
+                return record['pid']
+            raise ProcessStartError(
+                'the supervisor of %r did not answer within %ss; see %s'
+                % (name, timeout, files.log)) from None
+        except OSError as exc:
+            raise ProcessStartError('cannot start %r: %s' % (
+                name, exc.strerror or exc)) from None
         if done.returncode != 0:
             raise ProcessStartError(done.stderr.strip() or (
                 'the supervisor of %r exited with %s'
@@ -259,10 +270,13 @@ def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
         return False
     try:
         os.killpg(pgid, sig)
-        if sig in _SIGNALS_THAT_END and sig != signal.SIGKILL:
-            os.killpg(pgid, signal.SIGCONT)
     except ProcessLookupError:
-        return False
+        return False  # the group ended meanwhile
+    if sig in _SIGNALS_THAT_END and sig != signal.SIGKILL:
+        try:
+            os.killpg(pgid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # it ended at once
     if sig in _SIGNALS_THAT_END:
         supervisor = record['supervisor']
         deadline = time.monotonic() + timeout
@@ -299,7 +313,7 @@ def status(name, rundir=None):
     files = _files(name, rundir)
     problem = None
     try:
-        record = files.read_pid()
+        record = files.read_checked()
     except BadProcessFile as exc:
         record, problem = None, str(exc)
     if _procfiles.is_alive(record):

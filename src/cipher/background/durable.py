@@ -1,0 +1,370 @@
+"""Durable jobs: stored in the database in the caller's transaction, run
+by any process that serves the queue, exactly once.
+
+:func:`enqueue` is :func:`~cipher.background.jobs.perform` made durable:
+the job is a :class:`~cipher.background.queuestore.DurableJob` record
+written through the caller's connection, so it exists if and only if the
+caller's transaction commits, and a runner
+(:class:`~cipher.background.queuerunner.QueueRunner`, or the
+``cipher-background jobs`` command) commits its effects and its "done"
+together.
+
+A durable job id reads ``HEX@DATABASE``: the database name
+(``db.database_name``) tells :func:`get_status`, :func:`wait`,
+:func:`cancel` and :func:`get_progress` of :mod:`cipher.background.jobs`
+where to look; a process learns a database when it enqueues, runs a
+queue, or calls :func:`register_database`.
+"""
+import datetime
+import importlib
+import io
+import pickle
+import threading
+import time
+
+import transaction
+from persistent import Persistent
+
+from cipher.background import queuestore
+from cipher.background._jobargs import Ref
+from cipher.background._jobargs import to_refs
+from cipher.background.errors import ArgumentTypeError
+from cipher.background.errors import ConfigurationError
+from cipher.background.errors import NotASite
+from cipher.background.errors import WaitTimeout
+from cipher.background.host import get_host
+from cipher.background.jobstore import JobStatus
+from cipher.background.scheduler import _check_callable
+from cipher.background.scheduler import new_id
+from cipher.background.security import check_principal_id
+
+#: Attempts of a job that raises, unless told otherwise.
+DEFAULT_ATTEMPTS = 3
+#: Seconds before the second attempt; doubled for each one after it.
+DEFAULT_BACKOFF = 5.0
+#: Seconds a runner may hold a job before another may take it again.
+DEFAULT_LEASE = 300.0
+
+_databases = {}
+_databases_lock = threading.Lock()
+
+
+def register_database(db):
+    """Let this process answer for the durable jobs of ``db`` (done for
+    you by :func:`enqueue` and by the runners)."""
+    with _databases_lock:
+        _databases[db.database_name] = db
+
+
+def is_durable_id(job_id):
+    return isinstance(job_id, str) and '@' in job_id
+
+
+def _database_of(job_id):
+    name = job_id.split('@', 1)[1]
+    db = _databases.get(name)
+    if db is None:
+        raise ConfigurationError(
+            'no database %r is known to this process for the durable job %s:'
+            ' call cipher.background.durable.register_database(db) first'
+            % (name, job_id))
+    return db
+
+
+# -- in the caller --
+
+def enqueue(fn, *args, **kwargs):
+    """Store the job ``fn(*args, **kwargs)`` in the caller's transaction;
+    return its id.  See :func:`enqueue_call` for the rules and options."""
+    return enqueue_call(fn, args, kwargs)
+
+
+def enqueue_call(fn, args=(), kwargs=None, *, site=None, user=None,
+                 connection=None, queue=queuestore.DEFAULT_QUEUE,
+                 delay=None, run_at=None, attempts=DEFAULT_ATTEMPTS,
+                 backoff=DEFAULT_BACKOFF, lease=DEFAULT_LEASE, note=None):
+    """Store a durable job in the caller's transaction; return its id.
+
+    ``fn`` is referred to by its importable name: a module-level function
+    or class, a method of one, or a method of a persistent object
+    (stored by reference).  Lambdas, nested functions and methods of
+    other objects are refused (ArgumentTypeError), because another
+    process could not find them.  ``args`` and ``kwargs`` hold picklable
+    values and persistent objects (stored by reference, at any depth; an
+    object not yet in the database is stored with the job).
+
+    The site and principal are taken as by ``perform()``; the record is
+    written through the connection of the site, else of the first
+    persistent argument, else ``connection``.  ``delay`` (seconds) or
+    ``run_at`` (a timezone-aware datetime, or seconds since the epoch)
+    hold the job back; a job that raises is attempted ``attempts`` times
+    in all, ``backoff`` seconds after the first failure and twice as long
+    after each one after it (never sleeping in a runner's thread); a
+    runner holds it for ``lease`` seconds at most before another runner
+    may take it again (set it above the job's longest run).
+    """
+    _check_callable(fn, args, kwargs)
+    if note is not None and not isinstance(note, str):
+        raise ArgumentTypeError('note must be a str or None, not %r'
+                                % (note,))
+    if not isinstance(queue, str) or not queue:
+        raise ArgumentTypeError('queue must be a non-empty str, not %r'
+                                % (queue,))
+    _check_whole('attempts', attempts, 1)
+    for name, value in (('backoff', backoff), ('lease', lease)):
+        _check_seconds(name, value)
+    if lease <= 0:
+        raise ConfigurationError('lease must be more than 0 seconds')
+    check_principal_id(user)
+    host = get_host()
+    if site is None:
+        site = host.current_site()
+    if site is not None and not host.is_site(site):
+        raise NotASite(host.not_a_site_message(site))
+    found = []
+
+    def ref(obj):
+        found.append(obj)
+        return Ref(obj, host.locate(obj))
+
+    call = _call_reference(fn, ref)
+    args = to_refs(tuple(args), ref)
+    kwargs = to_refs(dict(kwargs or {}), ref)
+    _check_picklable(args, kwargs)
+    if user is None:
+        user = host.current_user()
+    host.check_user(user, site)
+    conn = _connection(site, found, connection)
+    when = _run_at(delay, run_at)
+    job_id = '%s@%s' % (new_id(), conn.db().database_name)
+    name = _display_name(fn)
+    record = queuestore.DurableJob(
+        job_id, name, call, args, kwargs,
+        Ref(site, host.locate(site)) if site is not None else None, user,
+        note or 'job %s (%s)' % (name, job_id), attempts, float(backoff),
+        float(lease), queue, when)
+    root = conn.root()
+    queuestore.get_queue(root, queue, create=True).add(record)
+    db = conn.db()
+    register_database(db)
+    conn.transaction_manager.get().addAfterCommitHook(
+        lambda committed: committed and _wake(db, queue))
+    return job_id
+
+
+def _check_whole(name, value, least):
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or value < least:
+        raise ArgumentTypeError('%s must be a whole number >= %d, not %r'
+                                % (name, least, value))
+
+
+def _check_seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value < float('inf'):
+        raise ArgumentTypeError('%s must be a number of seconds >= 0, not %r'
+                                % (name, value))
+
+
+def _run_at(delay, run_at):
+    if delay is not None and run_at is not None:
+        raise ArgumentTypeError('give delay or run_at, not both')
+    if delay is not None:
+        _check_seconds('delay', delay)
+        return time.time() + delay
+    if isinstance(run_at, datetime.datetime):
+        if run_at.tzinfo is None:
+            raise ArgumentTypeError(
+                'run_at must be a timezone-aware datetime (other processes '
+                'may live in other time zones), not %r' % (run_at,))
+        return run_at.timestamp()
+    if run_at is not None:
+        _check_seconds('run_at', run_at)
+        return float(run_at)
+    return None
+
+
+def _display_name(fn):
+    return '%s.%s' % (getattr(fn, '__module__', '?'),
+                      getattr(fn, '__qualname__', repr(fn)))
+
+
+def _call_reference(fn, ref):
+    """What the record keeps of ``fn``: ``('name', 'module:qualname')`` or
+    ``('method', Ref, name)`` for a method of a persistent object."""
+    owner = getattr(fn, '__self__', None)
+    if isinstance(owner, Persistent):
+        return ('method', ref(owner), fn.__func__.__name__)
+    module = getattr(fn, '__module__', None)
+    qualname = getattr(fn, '__qualname__', None)
+    refused = ArgumentTypeError(
+        'a durable job is run by name in another process, so %r cannot be '
+        'one: pass a module-level function (or class, or a method of one, '
+        'or of a persistent object), not a lambda, a nested function, a '
+        'partial or a method of a plain object' % (fn,))
+    if not module or not qualname or '<' in qualname:
+        raise refused
+    dotted = '%s:%s' % (module, qualname)
+    try:
+        found = resolve(dotted)
+    except (ImportError, AttributeError):
+        raise refused from None
+    if found != fn:
+        raise refused
+    return ('name', dotted)
+
+
+def resolve(dotted):
+    """The object ``'module:qualname'`` names."""
+    module, _, qualname = dotted.partition(':')
+    obj = importlib.import_module(module)
+    for part in qualname.split('.'):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_picklable(args, kwargs):
+    """ArgumentTypeError unless the arguments pickle (persistent objects
+    by reference, as the database stores them)."""
+    pickler = pickle.Pickler(io.BytesIO(), 3)
+    pickler.persistent_id = (
+        lambda obj: id(obj) if isinstance(obj, Persistent) else None)
+    try:
+        pickler.dump((args, kwargs))
+    except Exception as exc:
+        raise ArgumentTypeError(
+            'the arguments of a durable job are stored in the database, so '
+            'they must be picklable values and persistent objects: %s' % exc
+        ) from None
+
+
+def _connection(site, found, connection):
+    jars = [obj._p_jar for obj in ([site] if site is not None else [])
+            + found if getattr(obj, '_p_jar', None) is not None]
+    if connection is not None:
+        if not callable(getattr(connection, 'root', None)):
+            raise ArgumentTypeError('connection must be a ZODB connection, '
+                                    'not %r' % (connection,))
+        jars.append(connection)
+    if not jars:
+        raise ConfigurationError(
+            'a durable job is stored through a connection, and there is no '
+            'stored site, no stored persistent argument and no '
+            'connection=: pass connection= (the one your request uses)')
+    if any(jar.db() is not jars[0].db() for jar in jars):
+        raise ConfigurationError(
+            'the site, the persistent arguments and connection= belong to '
+            'different databases; a durable job lives in one database')
+    return jars[0]
+
+
+# -- waking the runners of this process --
+
+_runners = {}  # (database name, queue) -> set of runners
+_runners_lock = threading.Lock()
+
+
+def add_runner(db, queue, runner):
+    register_database(db)
+    with _runners_lock:
+        _runners.setdefault((db.database_name, queue), set()).add(runner)
+
+
+def remove_runner(db, queue, runner):
+    with _runners_lock:
+        _runners.get((db.database_name, queue), set()).discard(runner)
+
+
+def _wake(db, queue):
+    with _runners_lock:
+        runners = list(_runners.get((db.database_name, queue), ()))
+    for runner in runners:
+        runner.wake()
+
+
+# -- status, from any process --
+
+def _read(job_id, read):
+    """``read(queue, record)`` for the record of ``job_id`` in a fresh
+    connection of its database (record None when unknown)."""
+    db = _database_of(job_id)
+    manager = transaction.TransactionManager()
+    conn = db.open(transaction_manager=manager)
+    try:
+        folder = queuestore.queues(conn.root()) or {}
+        for queue in folder.values():
+            record = queue.jobs.get(job_id)
+            if record is not None:
+                return read(queue, record)
+        return read(None, None)
+    finally:
+        manager.abort()
+        conn.close()
+
+
+def _time(seconds):
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
+def _status(job_id, queue, record):
+    if record is None:
+        return JobStatus(job_id)
+    progress = queue.progress.get(job_id) if queue is not None else None
+    value, data = progress if progress is not None else (None, None)
+    return JobStatus(
+        job_id, record.state, record.name, value, data, '',
+        record.result, record.error, record.traceback, record.attempts,
+        record.cancel_requested, _time(record.created),
+        _time(record.started), _time(record.finished), record.principal)
+
+
+def get_status(job_id):
+    """The JobStatus of the durable job ``job_id`` as committed now."""
+    return _read(job_id, lambda queue, record: _status(job_id, queue,
+                                                       record))
+
+
+def wait(job_id, timeout=None, poll=0.05):
+    """The final status of ``job_id``; WaitTimeout when ``timeout``
+    seconds pass first.  Reads the database every ``poll`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = get_status(job_id)
+        if status.done:
+            return status
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout('the durable job %s is still %s after %ss'
+                              % (job_id, status.state, timeout))
+        time.sleep(poll)  # another process decides: nothing to wait on
+
+
+def cancel(job_id):
+    """Cancel the durable job ``job_id``: a waiting one is removed from its
+    queue, a running one is told (its next set_progress() or
+    check_cancelled() raises JobCancelled).  True when it could be
+    cancelled, False when it had finished or is unknown."""
+    db = _database_of(job_id)
+    manager = transaction.TransactionManager()
+    for _ in range(10):
+        conn = db.open(transaction_manager=manager)
+        try:
+            manager.begin()
+            answer = False
+            for queue in (queuestore.queues(conn.root()) or {}).values():
+                record = queue.jobs.get(job_id)
+                if record is not None:
+                    answer = queue.cancel(record, time.time())
+                    break
+            manager.commit()
+            return answer
+        except Exception as exc:
+            retry = manager.get().isRetryableError(exc)
+            manager.abort()
+            if not retry:
+                raise
+        finally:
+            conn.close()
+    raise ConfigurationError('could not cancel %s: every attempt conflicted'
+                             % job_id)

@@ -1,0 +1,379 @@
+"""The runner of durable jobs: claims them, runs them exactly once.
+
+A :class:`QueueRunner` serves one queue of one database with a few
+threads of this process (the ``cipher-background jobs`` command runs one
+in a process of its own).  Each job goes through three kinds of
+transactions:
+
+1. the claim: the job leaves the queue and gets a lease (this runner, an
+   end time) and an attempt;
+2. the run: the job's callable, in the unit-of-work context (its site,
+   its principal, a retry on conflicts), and, in the same transaction,
+   the record's ``succeeded``: the job's effects and its completion
+   commit together, or neither does;
+3. after a run that failed: the record is rescheduled (an attempt left:
+   after its backoff, never sleeping here) or ends ``failed`` with its
+   traceback; a commit whose outcome is unknown (it failed after the
+   vote) ends ``outcome-unknown`` and is never run again blindly.
+
+A runner that dies holds its lease until it runs out; then any runner
+claims the job again.  Progress and cancellation are read and written in
+transactions of their own, a few a second at most.
+"""
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+
+import transaction
+from ZODB.POSException import POSKeyError
+
+from cipher.background import durable
+from cipher.background import jobruntime
+from cipher.background import jobstore as states
+from cipher.background import queuestore
+from cipher.background import shutdown
+from cipher.background._jobargs import from_refs
+from cipher.background._jobargs import result_oids
+from cipher.background.context import UnitOfWork
+from cipher.background.errors import ArgumentTypeError
+from cipher.background.errors import Interrupted
+from cipher.background.errors import JobCancelled
+from cipher.background.errors import ObjectNotStored
+from cipher.background.errors import OutcomeUnknown
+from cipher.background.host import get_host
+from cipher.background.scheduler import new_id
+from cipher.background.scope import current_connection
+
+log = logging.getLogger('cipher.background.queue')
+
+#: Seconds between two writes of a running job's progress, at least.
+PROGRESS_INTERVAL = 0.5
+
+
+class _LeaseLost(Exception):
+    """The job is no longer this runner's (its lease ran out and another
+    runner took it, or it was cancelled before it started)."""
+
+
+class _Claim:
+    """What the run needs of a claimed record, read in the claim."""
+
+    def __init__(self, job):
+        self.id = job.id
+        self.name = job.name
+        self.note = job.note
+        self.principal = job.principal
+        site = job.site
+        self.site_oid = None if site is None else site.obj._p_oid
+        self.site_hint = None if site is None else site.hint
+
+
+class QueueRunner:
+    """Runs the jobs of ``queue`` in ``db`` with ``threads`` threads.
+
+    Idle threads look for work every ``poll`` seconds, twice as long
+    after each empty look up to ``max_poll``; a job enqueued in this
+    process wakes them at its commit.  ``run_pending()`` runs what is due
+    in the calling thread instead (tests, scripts).
+    """
+
+    def __init__(self, db, queue=queuestore.DEFAULT_QUEUE, threads=2,
+                 poll=1.0, max_poll=5.0, host=None, retry_policy=None):
+        if not callable(getattr(db, 'open', None)):
+            raise ArgumentTypeError('expected a ZODB database, not %r'
+                                    % (db,))
+        if isinstance(threads, bool) or not isinstance(threads, int) \
+                or threads < 1:
+            raise ArgumentTypeError('threads must be a whole number >= 1, '
+                                    'not %r' % (threads,))
+        for name, value in (('poll', poll), ('max_poll', max_poll)):
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not 0 < value < float('inf'):
+                raise ArgumentTypeError('%s must be a number of seconds > 0,'
+                                        ' not %r' % (name, value))
+        self.db = db
+        self.queue = queue
+        self.threads = threads
+        self.poll = poll
+        self.max_poll = max(poll, max_poll)
+        self.host = host or get_host()
+        self.retry_policy = retry_policy
+        self.owner = '%s:%d:%s' % (socket.gethostname(), os.getpid(),
+                                   new_id()[:8])
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads = []
+        durable.register_database(db)
+
+    # -- life --
+
+    def start(self):
+        """Start the threads; return self."""
+        install(self.db, self.queue)
+        durable.add_runner(self.db, self.queue, self)
+        shutdown.register(self)
+        shutdown.arm_exit_hook()
+        for number in range(self.threads):
+            thread = threading.Thread(
+                target=self._loop, daemon=True,
+                name='cipher.background queue %s %d' % (self.queue, number))
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def wake(self):
+        """Look for work now (a job was enqueued in this process)."""
+        self._wake.set()
+
+    def request_stop(self):
+        self._stopping.set()
+        self._wake.set()
+
+    def join(self, deadline):
+        for thread in self._threads:
+            thread.join(shutdown.remaining(deadline))
+        alive = [thread for thread in self._threads if thread.is_alive()]
+        if not alive:
+            durable.remove_runner(self.db, self.queue, self)
+        return alive
+
+    def stop(self, timeout=None):
+        """Stop after the jobs being run; True when every thread ended."""
+        self.request_stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return not self.join(deadline)
+
+    def _loop(self):
+        delay = self.poll
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                ran = self.run_one()
+            except Exception:
+                log.exception('Queue %s: the runner failed; going on',
+                              self.queue)
+                ran = False
+            if ran:
+                delay = self.poll
+                continue
+            self._wake.wait(delay)
+            delay = min(delay * 2, self.max_poll)
+
+    # -- work --
+
+    def run_pending(self, limit=None):
+        """Run due jobs in this thread until none is left (or ``limit``
+        ran); return how many ran."""
+        count = 0
+        while (limit is None or count < limit) and self.run_one():
+            count += 1
+        return count
+
+    def run_one(self):
+        """Claim one due job and run it; False when none was due."""
+        claim = self._claim()
+        if claim is None:
+            return False
+        self._run(claim)
+        return True
+
+    def _claim(self):
+        def claim(queue, now):
+            job = queue.claim(self.owner, now)
+            return None if job is None else _Claim(job)
+        return self._in_transaction(claim, 'claim')
+
+    def _run(self, claim):
+        uow = UnitOfWork(self.db, claim.site_oid, claim.principal,
+                         host=self.host, site_hint=claim.site_hint,
+                         retry_policy=self.retry_policy)
+        handle = _RunningJob(claim.id, self)
+        try:
+            uow.run(lambda: self._call(claim, handle), note=claim.note,
+                    stop_event=self._stopping)
+        except _LeaseLost as exc:
+            log.warning('Queue %s: job %s (%s) was not run: %s',
+                        self.queue, claim.id, claim.name, exc)
+        except JobCancelled:
+            self._settle(claim, lambda queue, job, now: queue.finish(
+                job, states.CANCELLED, now))
+        except OutcomeUnknown as exc:
+            log.critical('Queue %s: job %s (%s): %s', self.queue, claim.id,
+                         claim.name, exc)
+            error = '%s: %s' % (type(exc).__name__, exc)
+            self._settle(claim, lambda queue, job, now: queue.finish(
+                job, states.OUTCOME_UNKNOWN, now, error=error))
+        except Interrupted:
+            self._settle(claim, _give_back)  # this runner is stopping
+        except Exception as exc:
+            self._failed(claim, exc)
+        except BaseException:
+            self._settle(claim, _give_back)
+            raise
+        finally:
+            handle.close()
+
+    def _call(self, claim, handle):
+        """In the unit: the job, then its record's success."""
+        conn = current_connection()
+        queue = queuestore.get_queue(conn.root(), self.queue)
+        job = queue.jobs.get(claim.id) if queue is not None else None
+        if job is None or job.state != states.RUNNING \
+                or job.owner != self.owner:
+            raise _LeaseLost('its record is %r now' % (job,))
+
+        def load(ref):
+            try:
+                return self.host.load(conn, ref.obj._p_oid, ref.hint)
+            except (POSKeyError, KeyError):
+                raise ObjectNotStored(
+                    'the persistent argument %r is no longer in the '
+                    'database' % (ref.obj,)) from None
+
+        fn = _callable(job.call, load)
+        token = jobruntime.current_job_var.set(handle)
+        try:
+            result = fn(*from_refs(job.args, load),
+                        **from_refs(job.kwargs, load))
+        finally:
+            jobruntime.current_job_var.reset(token)
+        queue.finish(job, states.SUCCEEDED, time.time(),
+                     result=result_oids(result))
+        return result
+
+    def _failed(self, claim, exc):
+        text = ''.join(traceback.format_exception(
+            type(exc), exc, exc.__traceback__))
+        error = '%s: %s' % (type(exc).__name__, exc)
+
+        def settle(queue, job, now):
+            if job.attempts < job.max_attempts:
+                delay = job.backoff * 2 ** (job.attempts - 1)
+                queue.reschedule(job, now, delay, error=error,
+                                 traceback=text)
+                log.warning('Queue %s: job %s (%s) failed, attempt %d of %d;'
+                            ' again in %gs: %s', self.queue, job.id,
+                            job.name, job.attempts, job.max_attempts, delay,
+                            error)
+            else:
+                queue.finish(job, states.FAILED, now, error=error,
+                             traceback=text)
+                log.error('Queue %s: job %s (%s) failed, attempt %d of %d: '
+                          '%s', self.queue, job.id, job.name, job.attempts,
+                          job.max_attempts, error)
+        self._settle(claim, settle)
+
+    def _settle(self, claim, update):
+        """``update(queue, job, now)`` in a transaction of its own, if the
+        job is still this runner's."""
+        def settle(queue, now):
+            job = queue.jobs.get(claim.id)
+            if job is not None and job.state == states.RUNNING \
+                    and job.owner == self.owner:
+                update(queue, job, now)
+        self._in_transaction(settle, 'settle %s' % claim.id)
+
+    def _in_transaction(self, fn, what):
+        """``fn(queue, now)`` in a transaction of its own, committed, with
+        conflicts retried; its result."""
+        manager = transaction.TransactionManager()
+        for attempt in range(20):
+            conn = self.db.open(transaction_manager=manager)
+            try:
+                manager.begin()
+                queue = queuestore.get_queue(conn.root(), self.queue)
+                result = None if queue is None else fn(queue, time.time())
+                manager.get().note('cipher.background: %s in queue %s'
+                                   % (what, self.queue))
+                manager.commit()
+                return result
+            except Exception as exc:
+                retry = manager.get().isRetryableError(exc)
+                manager.abort()
+                if not retry:
+                    raise
+            finally:
+                conn.close()
+            time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
+        raise RuntimeError('queue %s: %s conflicted 20 times in a row'
+                           % (self.queue, what))
+
+
+def _give_back(queue, job, now):
+    """Put a job this runner could not finish back, the attempt not
+    counted."""
+    job.attempts -= 1
+    queue.reschedule(job, now, 0)
+
+
+def _callable(call, load):
+    if call[0] == 'method':
+        return getattr(load(call[1]), call[2])
+    return durable.resolve(call[1])
+
+
+def install(db, name=queuestore.DEFAULT_QUEUE):
+    """Make the queue ``name`` in ``db`` if it is missing (one commit)."""
+    with db.transaction('cipher.background: install queue %s' % name) \
+            as conn:
+        queuestore.get_queue(conn.root(), name, create=True)
+
+
+class _RunningJob:
+    """What ``set_progress()``, ``check_cancelled()`` and
+    ``current_job()`` see of a running durable job: its status, through
+    a connection of its own, read and written a few times a second at
+    most, never in the job's transaction."""
+
+    def __init__(self, job_id, runner):
+        self.id = job_id
+        self.store = self
+        self._runner = runner
+        self._manager = None
+        self._conn = None
+        self._last_write = 0.0
+        self._last_read = 0.0
+        self._status = None
+
+    def _queue(self):
+        if self._conn is None:
+            self._manager = transaction.TransactionManager()
+            self._conn = self._runner.db.open(
+                transaction_manager=self._manager)
+        self._manager.begin()  # the latest committed state
+        return queuestore.get_queue(self._conn.root(), self._runner.queue)
+
+    def get(self, job_id):
+        now = time.monotonic()
+        if self._status is None or now - self._last_read >= \
+                PROGRESS_INTERVAL:
+            queue = self._queue()
+            self._status = durable._status(job_id, queue,
+                                           queue.jobs.get(job_id))
+            self._manager.abort()
+            self._last_read = now
+        return self._status
+
+    def update(self, job_id, progress=None, progress_data=None):
+        now = time.monotonic()
+        if now - self._last_write < PROGRESS_INTERVAL:
+            return
+        self._last_write = now
+        try:
+            self._queue().progress[job_id] = (progress, progress_data)
+            self._manager.commit()
+        except Exception as exc:  # progress only informs
+            retry = self._manager.get().isRetryableError(exc)
+            self._manager.abort()
+            if not retry:
+                raise
+
+    def close(self):
+        if self._conn is not None:
+            self._manager.abort()
+            self._conn.close()
+            self._conn = None

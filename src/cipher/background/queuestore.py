@@ -1,0 +1,226 @@
+"""The durable job queue as it is stored in the database.
+
+Everything lives under one key of the database root,
+:data:`ROOT_KEY`: a :class:`QueueFolder` that maps queue names to
+:class:`JobQueue` objects.  A queue keeps
+
+* ``jobs``: job id -> :class:`DurableJob`, the record of one job (what to
+  call, as whom, on which site; its state, attempts, lease, result);
+* ``pending``: the ids ready to run, oldest first, in a ``zc.queue``
+  CompositeQueue, whose conflict resolution lets requests add jobs while
+  runners take them without either one's commit failing;
+* ``delayed``: (run-at time, id) -> id for jobs that wait for a time
+  (a delay, or the backoff after a failed attempt);
+* ``leases``: id -> lease end (a time) for the jobs being run: a job whose
+  lease ran out was being run by a process that died;
+* ``finished``: (finished time, id) -> id, what pruning walks;
+* ``progress``: id -> (value, data) that running jobs report, written in
+  transactions of their own (never in the job's), a few a second at most.
+
+Times are seconds since the epoch (``time.time()``), comparable across
+processes and machines whose clocks agree.
+"""
+import time
+
+from BTrees.OOBTree import OOBTree
+from persistent import Persistent
+from persistent.mapping import PersistentMapping
+from zc.queue import CompositeQueue
+
+from cipher.background import jobstore as states
+
+#: The key of the database root under which the queues live.
+ROOT_KEY = 'cipher.background.queues'
+#: The queue a job goes to unless told otherwise.
+DEFAULT_QUEUE = 'default'
+
+
+class DurableJob(Persistent):
+    """The record of one durable job.  Its fields are read by the status
+    functions; only :class:`JobQueue` and the runner change them."""
+
+    state = states.QUEUED
+    owner = None  # the runner that holds the lease
+    lease_end = None
+    started = None
+    finished = None
+    result = None
+    error = None
+    traceback = None
+    cancel_requested = False
+
+    def __init__(self, job_id, name, call, args, kwargs, site, principal,
+                 note, attempts, backoff, lease, queue, run_at):
+        self.id = job_id
+        self.name = name
+        self.call = call  # (dotted name,) or (Ref of a persistent, method)
+        self.args = args
+        self.kwargs = kwargs
+        self.site = site  # a Ref, or None
+        self.principal = principal
+        self.note = note
+        self.max_attempts = attempts
+        self.backoff = backoff
+        self.lease = lease
+        self.queue = queue
+        self.created = time.time()
+        self.run_at = run_at
+        self.attempts = 0
+
+    def __repr__(self):
+        return '<DurableJob %s %s %s>' % (self.id, self.name, self.state)
+
+
+class JobQueue(Persistent):
+    """One named queue of durable jobs (see the module docstring)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.jobs = OOBTree()
+        self.pending = CompositeQueue()
+        self.delayed = OOBTree()
+        self.leases = OOBTree()
+        self.finished = OOBTree()
+        self.progress = OOBTree()
+
+    # -- in the caller's transaction --
+
+    def add(self, job):
+        """Record ``job`` and make it runnable at its ``run_at``."""
+        self.jobs[job.id] = job
+        self._schedule(job)
+
+    def _schedule(self, job):
+        if job.run_at is None or job.run_at <= time.time():
+            self.pending.put(job.id)
+        else:
+            self.delayed[(job.run_at, job.id)] = job.id
+
+    # -- in a runner's claim transaction --
+
+    def claim(self, owner, now):
+        """The next job to run, leased to ``owner`` until ``now`` plus its
+        lease, its attempts counted; None when nothing is due.
+
+        Order: a job whose lease ran out (its runner died), then a delayed
+        job whose time came, then the oldest pending one.  A job that was
+        cancelled while waiting is dropped here.
+        """
+        job = self._expired(now) or self._due(now) or self._next_pending()
+        while job is not None and job.state != states.QUEUED:
+            job = self._due(now) or self._next_pending()
+        if job is None:
+            return None
+        job.attempts += 1
+        job.state = states.RUNNING
+        job.owner = owner
+        job.lease_end = now + job.lease
+        job.started = job.started or now
+        self.leases[job.id] = job.lease_end
+        return job
+
+    def _expired(self, now):
+        for job_id, lease_end in self.leases.items():
+            if lease_end < now:
+                job = self.jobs.get(job_id)
+                del self.leases[job_id]
+                if job is None or job.state != states.RUNNING:
+                    continue
+                if job.attempts >= job.max_attempts:
+                    self.finish(job, states.FAILED, now, error=(
+                        'LeaseExpired: its runner stopped answering during '
+                        'attempt %d of %d' % (job.attempts, job.max_attempts)))
+                    continue
+                job.state = states.QUEUED
+                return job
+        return None
+
+    def _due(self, now):
+        for key in self.delayed.keys(max=(now, '\uffff')):
+            job = self.jobs.get(self.delayed.pop(key))
+            if job is not None:
+                return job
+        return None
+
+    def _next_pending(self):
+        while len(self.pending):
+            job = self.jobs.get(self.pending.pull())
+            if job is not None:
+                return job
+        return None
+
+    # -- in the run transaction, or after it failed --
+
+    def finish(self, job, state, now, **fields):
+        """Move ``job`` to the final ``state`` with ``fields``."""
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.state = state
+        job.finished = now
+        job.owner = job.lease_end = None
+        self.leases.pop(job.id, None)
+        self.finished[(now, job.id)] = job.id
+
+    def reschedule(self, job, now, delay, **fields):
+        """Run ``job`` again after ``delay`` seconds (a failed attempt)."""
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.state = states.QUEUED
+        job.owner = job.lease_end = None
+        self.leases.pop(job.id, None)
+        job.run_at = now + delay
+        self._schedule(job)
+
+    def cancel(self, job, now):
+        """Cancel ``job``: a waiting one never runs (True); a running one
+        is asked to stop (True); a finished one stays as it is (False)."""
+        if job.state == states.QUEUED:
+            if job.run_at is not None:
+                self.delayed.pop((job.run_at, job.id), None)
+            self.finish(job, states.CANCELLED, now)
+            return True
+        if job.state == states.RUNNING:
+            job.cancel_requested = True
+            return True
+        return False
+
+    def prune(self, now, max_age, max_count):
+        """Forget finished jobs older than ``max_age`` seconds, and the
+        oldest beyond ``max_count``; return how many were forgotten."""
+        forgotten = 0
+        excess = len(self.finished) - max_count
+        for key in list(self.finished.keys()):
+            finished_at, job_id = key
+            if finished_at >= now - max_age and excess <= 0:
+                break
+            del self.finished[key]
+            self.jobs.pop(job_id, None)
+            self.progress.pop(job_id, None)
+            excess -= 1
+            forgotten += 1
+        return forgotten
+
+
+class QueueFolder(PersistentMapping):
+    """Queue name -> JobQueue, at :data:`ROOT_KEY` of the root."""
+
+
+def queues(root, create=False):
+    """The QueueFolder of ``root``; made when ``create`` (else None when
+    there is none)."""
+    folder = root.get(ROOT_KEY)
+    if folder is None and create:
+        folder = root[ROOT_KEY] = QueueFolder()
+    return folder
+
+
+def get_queue(root, name=DEFAULT_QUEUE, create=False):
+    """The JobQueue ``name`` in ``root`` (made when ``create``; else None
+    when missing)."""
+    folder = queues(root, create)
+    if folder is None:
+        return None
+    queue = folder.get(name)
+    if queue is None and create:
+        queue = folder[name] = JobQueue(name)
+    return queue

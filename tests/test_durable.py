@@ -1,0 +1,204 @@
+"""Durable jobs in one process: enqueued in the caller's transaction,
+run by a QueueRunner, exactly once, with the caller's site and user."""
+import functools
+
+import pytest
+import transaction
+from zope.component.hooks import setSite
+
+from cipher.background import ArgumentTypeError
+from cipher.background import ConfigurationError
+from cipher.background import SYSTEM
+from cipher.background import cancel
+from cipher.background import get_progress
+from cipher.background import get_status
+from cipher.background import wait
+from cipher.background.contextmanagers import ZopeInteraction
+from cipher.background.context import Participation
+from cipher.background.demo import make_site
+from cipher.background.durable import enqueue
+from cipher.background.durable import enqueue_call
+from cipher.background.queuerunner import QueueRunner
+from cipher.background.queuestore import ROOT_KEY
+from cipher.background.queuestore import get_queue
+import durable_jobs
+from helpers import TIMEOUT
+from helpers import read
+
+
+@pytest.fixture
+def site(file_db):
+    conn = file_db.open()
+    site = make_site(conn.root(), 'site', users=('editor',))
+    transaction.commit()
+    yield site
+    transaction.abort()
+    conn.close()
+
+
+def as_editor(site, fn):
+    """``fn()`` in the site as editor, as a request would run it."""
+    setSite(site)
+    try:
+        principal = site.getSiteManager()['default']['authentication'] \
+            .getPrincipal('editor')
+        with ZopeInteraction(Participation(principal)):
+            return fn()
+    finally:
+        setSite(None)
+
+
+def counters(db):
+    return read(db, lambda root: {
+        name: counter.value
+        for name, counter in root.get('counters', {}).items()})
+
+
+def test_a_job_exists_only_if_the_callers_transaction_commits(file_db,
+                                                              site):
+    as_editor(site, lambda: enqueue(durable_jobs.count, 'dropped'))
+    transaction.abort()
+    assert read(file_db, lambda root: ROOT_KEY in root) is False
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'kept'))
+    assert get_status(job_id).state == 'unknown'  # not before the commit
+    transaction.commit()
+    assert get_status(job_id).state == 'queued'
+    runner = QueueRunner(file_db)
+    assert runner.run_pending() == 1
+    status = get_status(job_id)
+    assert (status.state, status.result, status.attempts) == (
+        'succeeded', 1, 1)
+    assert status.principal == 'editor'
+    assert counters(file_db) == {'kept': 1}
+    assert runner.run_pending() == 0  # never twice
+
+
+def test_the_job_runs_as_the_caller_on_the_callers_site(file_db, site):
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.who_and_where,
+                                             site['doc']))
+    transaction.commit()
+    QueueRunner(file_db).run_pending()
+    assert get_status(job_id).result == (['editor'], 'site',
+                                         'Annual report')
+    last = list(file_db.storage.iterator())[-1]
+    assert last.user.decode().endswith('editor')
+    assert 'durable_jobs.who_and_where' in last.description.decode()
+
+
+def test_a_failing_job_is_attempted_again_then_fails(file_db, site):
+    job_id = as_editor(site, lambda: enqueue_call(
+        durable_jobs.fail, ('broken',), attempts=3, backoff=0))
+    transaction.commit()
+    assert QueueRunner(file_db).run_pending() == 3
+    status = get_status(job_id)
+    assert (status.state, status.attempts) == ('failed', 3)
+    assert status.error == 'RuntimeError: broken'
+    assert 'Traceback' in status.traceback and 'fail' in status.traceback
+
+
+def test_a_retry_waits_its_backoff_in_the_queue_not_in_a_thread(file_db,
+                                                                site):
+    job_id = as_editor(site, lambda: enqueue_call(
+        durable_jobs.fail, ('later',), attempts=2, backoff=3600))
+    transaction.commit()
+    assert QueueRunner(file_db).run_pending() == 1
+    status = get_status(job_id)
+    assert (status.state, status.attempts) == ('queued', 1)
+    assert status.error == 'RuntimeError: later'
+
+
+def test_a_delayed_job_waits(file_db, site):
+    job_id = as_editor(site, lambda: enqueue_call(
+        durable_jobs.count, ('delayed',), delay=3600))
+    transaction.commit()
+    assert QueueRunner(file_db).run_pending() == 0
+    assert get_status(job_id).state == 'queued'
+    assert get_progress(job_id) == (-1, None)
+
+
+def test_a_cancelled_waiting_job_never_runs(file_db, site):
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'no'))
+    transaction.commit()
+    assert cancel(job_id) is True
+    assert QueueRunner(file_db).run_pending() == 0
+    assert get_status(job_id).state == 'cancelled'
+    assert counters(file_db) == {}
+    assert cancel(job_id) is False  # finished
+
+
+def test_a_running_job_is_cancelled_at_its_next_check(file_db, site):
+    durable_jobs.started.clear()
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.wait_for_cancel))
+    transaction.commit()
+    runner = QueueRunner(file_db, threads=1).start()
+    try:
+        assert durable_jobs.started.wait(TIMEOUT)
+        assert cancel(job_id) is True
+        status = wait(job_id, TIMEOUT)
+    finally:
+        assert runner.stop(TIMEOUT)
+    assert status.state == 'cancelled'
+
+
+def test_a_job_whose_runner_died_is_run_again_once(file_db, site):
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'once'))
+    transaction.commit()
+    dead = QueueRunner(file_db)
+    assert dead._claim().id == job_id  # claimed; then the process died
+    assert QueueRunner(file_db).run_pending() == 0  # its lease holds
+    with file_db.transaction() as conn:  # the lease runs out
+        queue = get_queue(conn.root())
+        queue.leases[job_id] = queue.jobs[job_id].lease_end = 0
+    assert QueueRunner(file_db).run_pending() == 1
+    status = get_status(job_id)
+    assert (status.state, status.attempts) == ('succeeded', 2)
+    assert counters(file_db) == {'once': 1}
+
+
+@pytest.mark.parametrize('fn', [
+    lambda: None,
+    functools.partial(durable_jobs.count, 'x'),
+    durable_jobs.Plain().run,
+])
+def test_callables_another_process_cannot_find_are_refused(file_db, site,
+                                                           fn):
+    def nested():
+        pass
+    for refused in (fn, nested):
+        with pytest.raises(ArgumentTypeError, match='run by name'):
+            as_editor(site, lambda: enqueue(refused))
+    transaction.commit()
+    assert read(file_db, lambda root: ROOT_KEY in root) is False
+
+
+def test_arguments_must_pickle(file_db, site):
+    with pytest.raises(ArgumentTypeError, match='must be picklable'):
+        as_editor(site, lambda: enqueue(durable_jobs.count,
+                                        durable_jobs.threading.Lock()))
+
+
+def test_without_a_stored_object_a_connection_is_needed(file_db):
+    with pytest.raises(ConfigurationError, match='pass connection='):
+        enqueue_call(durable_jobs.count, ('x',), user=SYSTEM)
+
+
+def test_a_method_of_a_persistent_object_runs_on_that_object(file_db,
+                                                             site):
+    conn = site._p_jar
+    conn.root()['counter'] = counter = durable_jobs.Counter()
+    transaction.commit()
+    job_id = as_editor(site, lambda: enqueue(counter.add, 5))
+    transaction.commit()
+    QueueRunner(file_db).run_pending()
+    assert get_status(job_id).result == 5
+    assert read(file_db, lambda root: root['counter'].value) == 5
+
+
+def test_a_result_that_cannot_be_stored_fails_the_job(file_db, site):
+    job_id = as_editor(site, lambda: enqueue_call(
+        durable_jobs.returns_unpicklable, attempts=1))
+    transaction.commit()
+    QueueRunner(file_db).run_pending()
+    status = get_status(job_id)
+    assert status.state == 'failed'
+    assert 'pickle' in status.error

@@ -1,0 +1,83 @@
+"""Durable jobs across processes: `cipher-background jobs` processes on a
+ZEO server run every job exactly once, one of them SIGKILLed mid-run;
+status and results are read from another process."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import transaction
+
+from cipher.background import get_status
+from cipher.background.demo import make_site
+from cipher.background.durable import enqueue_call
+from cipher.background.queuestore import get_queue
+from cipher.background.security import SYSTEM
+import durable_jobs
+from helpers import TIMEOUT
+from helpers import read
+
+JOBS = 60
+LEASE = 3
+
+
+def start_runner(port):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'cipher.background', 'jobs', '--zodb',
+         'zeo://127.0.0.1:%d' % port, '--threads', '2', '--poll', '0.1'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def states(db):
+    return read(db, lambda root: sorted(
+        job.state for job in get_queue(root).jobs.values()))
+
+
+@pytest.mark.timeout(6 * TIMEOUT)
+def test_jobs_run_exactly_once_with_a_runner_killed(zeo_server, zeo_db):
+    conn = zeo_db.open()
+    site = make_site(conn.root(), 'site')
+    transaction.commit()
+    ids = [enqueue_call(durable_jobs.slow_count, ('job-%d' % n, 0.2),
+                        site=site, user=SYSTEM, lease=LEASE)
+           for n in range(JOBS)]
+    transaction.commit()
+    conn.close()
+    runners = [start_runner(zeo_server.port) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 4 * TIMEOUT
+        mark = ':%d:' % runners[0].pid
+        held = []
+        while not held:  # wait until the first runner holds a lease
+            assert time.monotonic() < deadline, states(zeo_db)
+            held = read(zeo_db, lambda root: [
+                job.id for job in get_queue(root).jobs.values()
+                if job.state == 'running' and mark in (job.owner or '')])
+            time.sleep(0.01)  # other processes work; we look now and then
+        runners[0].send_signal(signal.SIGKILL)  # mid-run, leases held
+        runners[0].wait(TIMEOUT)
+        while states(zeo_db).count('succeeded') < JOBS:
+            assert time.monotonic() < deadline, states(zeo_db)
+            time.sleep(0.05)
+        for runner in runners[1:]:
+            runner.send_signal(signal.SIGTERM)
+        outputs = [runner.communicate(timeout=TIMEOUT)
+                   for runner in runners[1:]]
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+    for runner, (out, err) in zip(runners[1:], outputs):
+        assert runner.returncode == 0, err
+        assert 'Traceback' not in err, err[-3000:]
+    counts = read(zeo_db, lambda root: {
+        name: counter.value for name, counter in root['counters'].items()})
+    assert counts == {'job-%d' % n: 1 for n in range(JOBS)}
+    statuses = [get_status(job_id) for job_id in ids]  # from here
+    assert {status.state for status in statuses} == {'succeeded'}
+    assert sorted(status.result for status in statuses) == [1] * JOBS
+    # What the killed runner held was taken again when its lease ran out
+    # (unless its commit made it first), and still applied once.
+    assert {status.attempts for status in statuses} <= {1, 2}
