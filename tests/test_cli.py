@@ -13,6 +13,7 @@ from helpers import TIMEOUT
 from helpers import add_site
 from helpers import free_port
 from helpers import read
+from helpers import read_file_storage
 from helpers import subprocess_env
 
 
@@ -95,19 +96,12 @@ def test_worker_without_a_user_on_a_checked_site_is_refused(tmp_path):
         db.close()
 
 
-def test_worker_that_ends_by_itself_exits_zero(tmp_path):
-    path = str(tmp_path / 'Data.fs')
-    db = DB(FileStorage(path))
-    add_site(db)
-    db.close()
+def test_worker_that_ends_by_itself_exits_zero(site_file):
+    path = site_file
     done = run('worker', '--zodb', 'file://' + path, '--site', 'site',
                '--worker', 'cli_workers:ThreeUnits', '--system')
     assert done.returncode == 0, done.stderr
-    db = DB(FileStorage(path, read_only=True))
-    try:
-        assert read(db, lambda r: (r['a'], r['b'])) == (3, 3)
-    finally:
-        db.close()
+    assert read_file_storage(path, lambda r: (r['a'], r['b'])) == (3, 3)
 
 
 def start_worker(path, *args, env=None):
@@ -118,11 +112,8 @@ def start_worker(path, *args, env=None):
         stderr=subprocess.PIPE, text=True)
 
 
-def test_a_crashed_worker_makes_the_command_fail(tmp_path):
-    path = str(tmp_path / 'Data.fs')
-    db = DB(FileStorage(path))
-    add_site(db)
-    db.close()
+def test_a_crashed_worker_makes_the_command_fail(site_file):
+    path = site_file
     done = run('worker', '--zodb', 'file://' + path, '--site', 'site',
                '--worker', 'cli_workers:Crasher', '--system')
     assert done.returncode == 1
@@ -131,11 +122,9 @@ def test_a_crashed_worker_makes_the_command_fail(tmp_path):
     assert 'crashed: RuntimeError: the schedule is broken' in last
 
 
-def test_a_worker_outliving_the_grace_time_makes_the_command_fail(tmp_path):
-    path = str(tmp_path / 'Data.fs')
-    db = DB(FileStorage(path))
-    add_site(db)
-    db.close()
+def test_a_worker_outliving_the_grace_time_makes_the_command_fail(
+        tmp_path, site_file):
+    path = site_file
     marker, release = tmp_path / 'in-unit', tmp_path / 'release'
     env = dict(subprocess_env(), CIPHER_TEST_MARKER=str(marker),
                CIPHER_TEST_RELEASE=str(release))
@@ -163,13 +152,11 @@ def test_a_worker_outliving_the_grace_time_makes_the_command_fail(tmp_path):
     assert 'Traceback' not in err
 
 
-def test_a_worker_module_in_the_current_directory_is_found(tmp_path):
+def test_a_worker_module_in_the_current_directory_is_found(tmp_path,
+                                                          site_file):
     (tmp_path / 'localworkers.py').write_text(
         'from cli_workers import ThreeUnits as Here\n')
-    path = str(tmp_path / 'Data.fs')
-    db = DB(FileStorage(path))
-    add_site(db)
-    db.close()
+    path = site_file
     # -P: as from the console script, the working directory is not on
     # sys.path by itself (python -m would put it there).
     done = subprocess.run(
@@ -179,11 +166,7 @@ def test_a_worker_module_in_the_current_directory_is_found(tmp_path):
         env=subprocess_env(), capture_output=True, text=True,
         cwd=str(tmp_path), timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
-    db = DB(FileStorage(path, read_only=True))
-    try:
-        assert read(db, lambda r: (r['a'], r['b'])) == (3, 3)
-    finally:
-        db.close()
+    assert read_file_storage(path, lambda r: (r['a'], r['b'])) == (3, 3)
 
 
 def test_a_zeo_server_that_is_down_is_waited_for_as_long_as_told():
@@ -199,12 +182,18 @@ def test_a_zeo_server_that_is_down_is_waited_for_as_long_as_told():
 
 
 @pytest.fixture
-def file_uri(tmp_path):
+def site_file(tmp_path):
+    """The path of a closed FileStorage with a demo site."""
     path = str(tmp_path / 'Data.fs')
     db = DB(FileStorage(path))
     add_site(db)
     db.close()
-    return 'file://' + path
+    return path
+
+
+@pytest.fixture
+def file_uri(site_file):
+    return 'file://' + site_file
 
 
 WORKER = ['worker', '--zodb', '{uri}', '--site', '/site']

@@ -19,6 +19,7 @@ import datetime
 import importlib
 import io
 import pickle
+import random
 import threading
 import time
 
@@ -345,20 +346,34 @@ def cancel(job_id):
     queue, a running one is told (its next set_progress() or
     check_cancelled() raises JobCancelled).  True when it could be
     cancelled, False when it had finished or is unknown."""
-    db = _database_of(job_id)
+    def cancel_in(root, now):
+        for queue in (queuestore.queues(root) or {}).values():
+            record = queue.jobs.get(job_id)
+            if record is not None:
+                return queue.cancel(record, now)
+        return False
+    return in_transaction(_database_of(job_id), cancel_in,
+                          'cipher.background: cancel %s' % job_id)
+
+
+#: Attempts of a queue's own transaction (a claim, a cancel) that
+#: conflicts, before giving up.
+_ATTEMPTS = 20
+
+
+def in_transaction(db, fn, note):
+    """``fn(root, now)`` in a transaction of its own (a connection of
+    ``db``, a manager of its own), committed with ``note``; conflicts are
+    retried with a short random backoff.  Returns what ``fn`` returns."""
     manager = transaction.TransactionManager()
-    for _ in range(10):
+    for attempt in range(_ATTEMPTS):
         conn = db.open(transaction_manager=manager)
         try:
             manager.begin()
-            answer = False
-            for queue in (queuestore.queues(conn.root()) or {}).values():
-                record = queue.jobs.get(job_id)
-                if record is not None:
-                    answer = queue.cancel(record, time.time())
-                    break
+            result = fn(conn.root(), time.time())
+            manager.get().note(note)
             manager.commit()
-            return answer
+            return result
         except Exception as exc:
             retry = manager.get().isRetryableError(exc)
             manager.abort()
@@ -366,5 +381,6 @@ def cancel(job_id):
                 raise
         finally:
             conn.close()
-    raise ConfigurationError('could not cancel %s: every attempt conflicted'
-                             % job_id)
+        time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
+    raise ConfigurationError('%s: conflicted %d times in a row; the queue is '
+                             'too busy' % (note, _ATTEMPTS))

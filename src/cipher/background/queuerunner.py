@@ -22,7 +22,6 @@ transactions of their own, a few a second at most.
 """
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -278,29 +277,14 @@ class QueueRunner:
         self._in_transaction(settle, 'settle %s' % claim.id)
 
     def _in_transaction(self, fn, what):
-        """``fn(queue, now)`` in a transaction of its own, committed, with
-        conflicts retried; its result."""
-        manager = transaction.TransactionManager()
-        for attempt in range(20):
-            conn = self.db.open(transaction_manager=manager)
-            try:
-                manager.begin()
-                queue = queuestore.get_queue(conn.root(), self.queue)
-                result = None if queue is None else fn(queue, time.time())
-                manager.get().note('cipher.background: %s in queue %s'
-                                   % (what, self.queue))
-                manager.commit()
-                return result
-            except Exception as exc:
-                retry = manager.get().isRetryableError(exc)
-                manager.abort()
-                if not retry:
-                    raise
-            finally:
-                conn.close()
-            time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
-        raise RuntimeError('queue %s: %s conflicted 20 times in a row'
-                           % (self.queue, what))
+        """``fn(queue, now)`` in a transaction of its own (see
+        :func:`~cipher.background.durable.in_transaction`)."""
+        def in_queue(root, now):
+            queue = queuestore.get_queue(root, self.queue)
+            return None if queue is None else fn(queue, now)
+        return durable.in_transaction(
+            self.db, in_queue,
+            'cipher.background: %s in queue %s' % (what, self.queue))
 
 
 def _give_back(queue, job, now):
