@@ -68,3 +68,9 @@ def slow_count(name, seconds=0.05):
     """count(), after ``seconds`` of work: long enough to be killed in."""
     threading.Event().wait(seconds)
     return count(name)
+
+
+def count_this_job():
+    """count() under the running job's own id."""
+    from cipher.background import current_job
+    return count(current_job().id)

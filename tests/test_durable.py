@@ -1,6 +1,7 @@
 """Durable jobs in one process: enqueued in the caller's transaction,
 run by a QueueRunner, exactly once, with the caller's site and user."""
 import functools
+import time
 
 import pytest
 import transaction
@@ -18,6 +19,8 @@ from cipher.background.context import Participation
 from cipher.background.demo import make_site
 from cipher.background.durable import enqueue
 from cipher.background.durable import enqueue_call
+from cipher.background.durable import schedule
+from cipher.background.durable import unschedule
 from cipher.background.queuerunner import QueueRunner
 from cipher.background.queuestore import ROOT_KEY
 from cipher.background.queuestore import get_queue
@@ -202,3 +205,86 @@ def test_a_result_that_cannot_be_stored_fails_the_job(file_db, site):
     status = get_status(job_id)
     assert status.state == 'failed'
     assert 'pickle' in status.error
+
+
+def test_finished_records_are_pruned_by_count_and_age(file_db, site):
+    ids = [as_editor(site, lambda n=n: enqueue(durable_jobs.count, str(n)))
+           for n in range(5)]
+    transaction.commit()
+    runner = QueueRunner(file_db, keep_count=2)
+    assert runner.run_pending() == 5
+    assert runner.prune() == 3
+    assert [get_status(job_id).state for job_id in ids] == [
+        'unknown'] * 3 + ['succeeded'] * 2
+    assert QueueRunner(file_db, keep_seconds=0).prune() == 2
+    assert read(file_db, lambda root: (
+        len(get_queue(root).jobs), len(get_queue(root).finished))) == (0, 0)
+
+
+# -- schedules --
+
+def scheduled_jobs(db):
+    return read(db, lambda root: sorted(
+        (job.slot, job.state) for job in get_queue(root).jobs.values()
+        if job.schedule is not None))
+
+
+def test_a_schedule_fires_each_slot_once(file_db, site):
+    start = time.time() - 1
+    as_editor(site, lambda: schedule(durable_jobs.count, ('tick',),
+                                     every=3600, start_at=start))
+    transaction.commit()
+    runner = QueueRunner(file_db)
+    assert runner.run_pending() == 1
+    assert runner.run_pending() == 0  # the next slot is an hour away
+    assert scheduled_jobs(file_db) == [(start, 'succeeded')]
+    assert counters(file_db) == {'tick': 1}
+    next_run = read(file_db, lambda root: get_queue(
+        root).schedules['durable_jobs.count'].next_run)
+    assert next_run == start + 3600
+
+
+def test_missed_slots_fire_once_together(file_db, site):
+    start = time.time() - 10.5
+    as_editor(site, lambda: schedule(durable_jobs.count, ('late',),
+                                     every=1, start_at=start, name='late'))
+    transaction.commit()
+    assert QueueRunner(file_db).run_pending() == 1
+    assert counters(file_db) == {'late': 1}
+    next_run = read(file_db, lambda root: get_queue(
+        root).schedules['late'].next_run)
+    assert next_run == start + 11 and next_run > time.time()
+
+
+def test_a_cron_schedule_waits_for_its_time(file_db, site):
+    as_editor(site, lambda: schedule(durable_jobs.count, ('cron',),
+                                     cron='*/5 * * * *', name='cron'))
+    transaction.commit()
+    next_run = read(file_db, lambda root: get_queue(
+        root).schedules['cron'].next_run)
+    assert next_run % 300 == 0 and 0 < next_run - time.time() <= 300
+    assert QueueRunner(file_db).run_pending() == 0
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(), 'give every= .* or cron='),
+    (dict(every=1, cron='* * * * *'), 'give every= .* or cron='),
+    (dict(every=0), 'every must be more than 0'),
+    (dict(cron='every minute'), "cron expression 'every minute'"),
+    (dict(cron='* * * * *', start_at=0), 'start_at goes with every='),
+])
+def test_bad_schedules_are_refused(file_db, site, kwargs, message):
+    with pytest.raises((ArgumentTypeError, ConfigurationError),
+                       match=message):
+        as_editor(site, lambda: schedule(durable_jobs.count, ('x',),
+                                         **kwargs))
+
+
+def test_unschedule_removes_it(file_db, site):
+    as_editor(site, lambda: schedule(durable_jobs.count, ('x',), every=60,
+                                     name='gone'))
+    transaction.commit()
+    assert unschedule('gone', site._p_jar) is True
+    assert unschedule('gone', site._p_jar) is False
+    transaction.commit()
+    assert read(file_db, lambda root: list(get_queue(root).schedules)) == []

@@ -12,6 +12,7 @@ import transaction
 from cipher.background import get_status
 from cipher.background.demo import make_site
 from cipher.background.durable import enqueue_call
+from cipher.background.durable import schedule
 from cipher.background.queuestore import get_queue
 from cipher.background.security import SYSTEM
 import durable_jobs
@@ -81,3 +82,44 @@ def test_jobs_run_exactly_once_with_a_runner_killed(zeo_server, zeo_db):
     # What the killed runner held was taken again when its lease ran out
     # (unless its commit made it first), and still applied once.
     assert {status.attempts for status in statuses} <= {1, 2}
+
+
+@pytest.mark.timeout(6 * TIMEOUT)
+def test_a_schedule_fires_each_slot_once_across_processes(zeo_server,
+                                                          zeo_db):
+    conn = zeo_db.open()
+    site = make_site(conn.root(), 'site')
+    transaction.commit()
+    start = time.time() + 0.5
+    schedule(durable_jobs.count_this_job, every=0.25, start_at=start,
+             site=site, user=SYSTEM, name='tick')
+    transaction.commit()
+    conn.close()
+    runners = [start_runner(zeo_server.port) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 4 * TIMEOUT
+        while len(fired(zeo_db)) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)  # other processes work; we look now and then
+    finally:
+        for runner in runners:
+            runner.send_signal(signal.SIGTERM)
+        for runner in runners:
+            runner.communicate(timeout=TIMEOUT)
+    slots = fired(zeo_db)
+    assert len(set(slot for slot, _ in slots)) == len(slots)  # none twice
+    assert all((slot - start) / 0.25 == round((slot - start) / 0.25)
+               for slot, _ in slots)
+    counts = read(zeo_db, lambda root: dict(
+        (name, counter.value) for name, counter in root['counters'].items()))
+    done = [job_id for _, job_id in slots
+            if get_status(job_id).state == 'succeeded']
+    assert len(done) >= 6
+    assert all(counts[job_id] == 1 for job_id in done)
+
+
+def fired(db):
+    """(slot, job id) of the jobs the schedule made."""
+    return read(db, lambda root: sorted(
+        (job.slot, job.id) for job in get_queue(root).jobs.values()
+        if job.schedule == 'tick'))

@@ -564,3 +564,34 @@ def test_the_command_is_looked_up_in_the_path_it_will_run_with(rundir):
                 'elsewhere', [os.path.basename(sys.executable), '-V'],
                 rundir=rundir, env={})
         assert not os.path.exists(os.path.join(rundir, 'elsewhere.log'))
+
+
+def test_stop_resumes_a_stopped_supervisor_so_it_records_the_end(rundir):
+    process.run_in_background('paused', ['sleep', '300'], rundir=rundir)
+    record = json.load(open(os.path.join(rundir, 'paused.pid')))
+    supervisor = record['supervisor']['pid']
+    os.kill(supervisor, signal.SIGSTOP)
+    eventually(lambda: proc_stat(supervisor)[0] == 'T')
+    after = process.stop('paused', rundir=rundir, timeout=TIMEOUT)
+    assert not after.active and after.returncode == -signal.SIGTERM
+    assert not _alive(supervisor)
+
+
+def test_a_supervisor_never_records_over_a_later_run(rundir):
+    first = process.run_in_background('reused', ['sleep', '300'],
+                                      rundir=rundir)
+    record = json.load(open(os.path.join(rundir, 'reused.pid')))
+    supervisor = record['supervisor']['pid']
+    os.kill(supervisor, signal.SIGSTOP)  # stopped for long
+    eventually(lambda: proc_stat(supervisor)[0] == 'T')
+    os.kill(first, signal.SIGKILL)
+    eventually(lambda: not _alive(first))
+    second = process.run_in_background('reused', ['sleep', '300'],
+                                       rundir=rundir)
+    assert second and second != first
+    os.kill(supervisor, signal.SIGCONT)  # it wakes up, late
+    eventually(lambda: not _alive(supervisor))
+    status = process.status('reused', rundir=rundir)
+    assert status.running and status.pid == second
+    assert status.returncode is None
+    assert not os.path.exists(os.path.join(rundir, 'reused.exit'))

@@ -13,6 +13,8 @@ from cipher.background.contextmanagers import ZopeTransaction
 from cipher.background.durable import enqueue
 from cipher.background.durable import enqueue_call
 from cipher.background.durable import register_database
+from cipher.background.durable import schedule
+from cipher.background.durable import unschedule
 from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import BadProcessFile
@@ -97,6 +99,8 @@ __all__ = [
     'enqueue_call',
     'QueueRunner',
     'register_database',
+    'schedule',
+    'unschedule',
     'get_job_store',
     'set_job_store',
     'get_scheduler',

@@ -23,6 +23,7 @@ import sys
 import time
 
 from cipher.background import _procfiles
+from cipher.background.errors import BadProcessFile
 
 
 def main(argv=None):
@@ -87,12 +88,23 @@ def _supervise(files, command, env, ready_fd):
     os.write(ready_fd, b'ok %d' % process.pid)
     os.close(ready_fd)
     returncode = process.wait()
-    _procfiles.write_atomically(files.exit, json.dumps(dict(
-        returncode=returncode, command=command)))
+    if _still_ours(files, process.pid):  # not a later run's name by now
+        _procfiles.write_atomically(files.exit, json.dumps(dict(
+            returncode=returncode, command=command)))
     while _procfiles.group_members(process.pid):
         time.sleep(0.5)  # leftovers are not our children: nothing to wait on
     files.remove_pid(process.pid)
     os._exit(0)
+
+
+def _still_ours(files, pid):
+    """True while the pid file names this supervisor's command (a
+    supervisor stopped for long may find a later run under the name)."""
+    try:
+        record = files.read_pid()
+    except BadProcessFile:
+        return False
+    return record is not None and record['pid'] == pid
 
 
 # The command leads a process group of its own (set in the child, before

@@ -104,6 +104,26 @@ def enqueue_call(fn, args=(), kwargs=None, *, site=None, user=None,
     runner holds it for ``lease`` seconds at most before another runner
     may take it again (set it above the job's longest run).
     """
+    conn, fields = _capture(fn, args, kwargs, site, user, connection, queue,
+                            attempts, backoff, lease, note)
+    when = _run_at(delay, run_at)
+    job_id = new_job_id(conn.db())
+    fields['note'] = note or 'job %s (%s)' % (fields['name'], job_id)
+    record = queuestore.DurableJob(job_id, run_at=when, **fields)
+    _store(conn, queue, lambda stored: stored.add(record))
+    return job_id
+
+
+def new_job_id(db):
+    """A fresh durable job id: ``HEX@DATABASE``."""
+    return '%s@%s' % (new_id(), db.database_name)
+
+
+def _capture(fn, args, kwargs, site, user, connection, queue, attempts,
+             backoff, lease, note):
+    """Check what a durable job is made of and capture the caller's
+    footing: the connection to store it through, and the fields of its
+    record."""
     _check_callable(fn, args, kwargs)
     if note is not None and not isinstance(note, str):
         raise ArgumentTypeError('note must be a str or None, not %r'
@@ -136,21 +156,82 @@ def enqueue_call(fn, args=(), kwargs=None, *, site=None, user=None,
         user = host.current_user()
     host.check_user(user, site)
     conn = _connection(site, found, connection)
-    when = _run_at(delay, run_at)
-    job_id = '%s@%s' % (new_id(), conn.db().database_name)
-    name = _display_name(fn)
-    record = queuestore.DurableJob(
-        job_id, name, call, args, kwargs,
-        Ref(site, host.locate(site)) if site is not None else None, user,
-        note or 'job %s (%s)' % (name, job_id), attempts, float(backoff),
-        float(lease), queue, when)
-    root = conn.root()
-    queuestore.get_queue(root, queue, create=True).add(record)
+    return conn, dict(
+        name=_display_name(fn), call=call, args=args, kwargs=kwargs,
+        site=Ref(site, host.locate(site)) if site is not None else None,
+        principal=user, note=note, attempts=attempts,
+        backoff=float(backoff), lease=float(lease), queue=queue)
+
+
+def _store(conn, queue, change):
+    """``change(JobQueue)`` through ``conn``, in its current transaction;
+    the runners of this process are woken when it commits."""
+    change(queuestore.get_queue(conn.root(), queue, create=True))
     db = conn.db()
     register_database(db)
     conn.transaction_manager.get().addAfterCommitHook(
         lambda committed: committed and _wake(db, queue))
-    return job_id
+
+
+# -- schedules --
+
+def schedule(fn, args=(), kwargs=None, *, every=None, cron=None,
+             name=None, start_at=None, site=None, user=None,
+             connection=None, queue=queuestore.DEFAULT_QUEUE,
+             attempts=DEFAULT_ATTEMPTS, backoff=DEFAULT_BACKOFF,
+             lease=DEFAULT_LEASE, note=None):
+    """Store a schedule in the caller's transaction: a durable job
+    ``fn(*args, **kwargs)`` at each slot, ``every`` seconds (the first at
+    ``start_at``, default now) or at the times of the ``cron`` expression
+    (five fields, UTC; needs the ``cron`` extra).  Each slot fires once,
+    whatever number of processes serve the queue; slots missed while no
+    runner ran fire once, together.  The other options are those of
+    :func:`enqueue_call`.  A schedule of the same ``name`` (default: the
+    function's name) is replaced.  Returns the name.
+    """
+    if (every is None) == (cron is None):
+        raise ArgumentTypeError('give every= (seconds) or cron= (an '
+                                'expression such as "*/5 * * * *"), one '
+                                'of them')
+    now = time.time()
+    if every is not None:
+        _check_seconds('every', every)
+        if every <= 0:
+            raise ArgumentTypeError('every must be more than 0 seconds')
+        first = _run_at(None, start_at) or now
+    else:
+        if start_at is not None:
+            raise ArgumentTypeError('start_at goes with every=, not cron=')
+        first = queuestore.next_cron_time(cron, now)
+    conn, fields = _capture(fn, args, kwargs, site, user, connection, queue,
+                            attempts, backoff, lease, note)
+    name = name or fields['name']
+    if not isinstance(name, str) or not name:
+        raise ArgumentTypeError('name must be a non-empty str, not %r'
+                                % (name,))
+    record = queuestore.Schedule(name, fields, every, cron, first)
+    _store(conn, queue, lambda stored: stored.add_schedule(record))
+    return name
+
+
+def unschedule(name, connection, queue=queuestore.DEFAULT_QUEUE):
+    """Remove the schedule ``name`` in the caller's transaction; True when
+    there was one."""
+    stored = queuestore.get_queue(connection.root(), queue)
+    return stored is not None and stored.remove_schedule(name)
+
+
+def scheduled_job(schedule, slot, db):
+    """The job of ``schedule`` for the slot at ``slot`` (a runner calls
+    this in its claim transaction)."""
+    job_id = new_job_id(db)
+    fields = dict(schedule.fields)
+    fields['note'] = fields['note'] or 'scheduled job %s (%s, slot %s)' % (
+        schedule.name, job_id, _time(slot).isoformat())
+    job = queuestore.DurableJob(job_id, **fields)
+    job.slot = slot
+    job.schedule = schedule.name
+    return job
 
 
 def _check_whole(name, value, least):

@@ -272,11 +272,8 @@ def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
         os.killpg(pgid, sig)
     except ProcessLookupError:
         return False  # the group ended meanwhile
-    if sig in _SIGNALS_THAT_END and sig != signal.SIGKILL:
-        try:
-            os.killpg(pgid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass  # it ended at once
+    if sig in _SIGNALS_THAT_END:
+        _resume(pgid, record['supervisor'])
     if sig in _SIGNALS_THAT_END:
         supervisor = record['supervisor']
         deadline = time.monotonic() + timeout
@@ -286,6 +283,21 @@ def kill(name, sig=signal.SIGTERM, rundir=None, timeout=10):
         if not (_active(record) or _procfiles.is_alive(supervisor)):
             files.remove_pid(record['pid'])  # its supervisor had died
     return True
+
+
+def _resume(pgid, supervisor):
+    """SIGCONT to the group and to its supervisor (checked by
+    :func:`kill`): a stopped process could not end, nor a stopped
+    supervisor record how it ended."""
+    try:
+        os.killpg(pgid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass  # it ended at once
+    if _procfiles.is_alive(supervisor):
+        try:
+            os.kill(supervisor['pid'], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def _check_signal(sig):

@@ -51,6 +51,11 @@ log = logging.getLogger('cipher.background.queue')
 
 #: Seconds between two writes of a running job's progress, at least.
 PROGRESS_INTERVAL = 0.5
+#: How long finished records are kept (a week), and how many at most.
+KEEP_SECONDS = 7 * 24 * 3600
+KEEP_COUNT = 10000
+#: Seconds between two prunings by one runner.
+PRUNE_INTERVAL = 300
 
 
 class _LeaseLost(Exception):
@@ -77,11 +82,14 @@ class QueueRunner:
     Idle threads look for work every ``poll`` seconds, twice as long
     after each empty look up to ``max_poll``; a job enqueued in this
     process wakes them at its commit.  ``run_pending()`` runs what is due
-    in the calling thread instead (tests, scripts).
+    in the calling thread instead (tests, scripts).  Finished records are
+    kept ``keep_seconds``, and ``keep_count`` of them at most: an idle
+    runner forgets older ones every :data:`PRUNE_INTERVAL` seconds.
     """
 
     def __init__(self, db, queue=queuestore.DEFAULT_QUEUE, threads=2,
-                 poll=1.0, max_poll=5.0, host=None, retry_policy=None):
+                 poll=1.0, max_poll=5.0, host=None, retry_policy=None,
+                 keep_seconds=KEEP_SECONDS, keep_count=KEEP_COUNT):
         if not callable(getattr(db, 'open', None)):
             raise ArgumentTypeError('expected a ZODB database, not %r'
                                     % (db,))
@@ -101,6 +109,9 @@ class QueueRunner:
         self.max_poll = max(poll, max_poll)
         self.host = host or get_host()
         self.retry_policy = retry_policy
+        self.keep_seconds = keep_seconds
+        self.keep_count = keep_count
+        self._pruned = 0.0  # time.monotonic() of the last pruning
         self.owner = '%s:%d:%s' % (socket.gethostname(), os.getpid(),
                                    new_id()[:8])
         self._wake = threading.Event()
@@ -159,6 +170,9 @@ class QueueRunner:
             if ran:
                 delay = self.poll
                 continue
+            if time.monotonic() - self._pruned >= PRUNE_INTERVAL:
+                self._pruned = time.monotonic()
+                self.prune()
             self._wake.wait(delay)
             delay = min(delay * 2, self.max_poll)
 
@@ -172,6 +186,13 @@ class QueueRunner:
             count += 1
         return count
 
+    def prune(self):
+        """Forget the finished records older than ``keep_seconds`` and the
+        oldest beyond ``keep_count``; return how many were forgotten."""
+        return self._in_transaction(
+            lambda queue, now: queue.prune(now, self.keep_seconds,
+                                           self.keep_count), 'prune') or 0
+
     def run_one(self):
         """Claim one due job and run it; False when none was due."""
         claim = self._claim()
@@ -182,6 +203,8 @@ class QueueRunner:
 
     def _claim(self):
         def claim(queue, now):
+            queue.fire_due(now, lambda schedule, slot: durable.scheduled_job(
+                schedule, slot, self.db))
             job = queue.claim(self.owner, now)
             return None if job is None else _Claim(job)
         return self._in_transaction(claim, 'claim')

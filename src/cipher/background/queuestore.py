@@ -15,11 +15,13 @@ Everything lives under one key of the database root,
   lease ran out was being run by a process that died;
 * ``finished``: (finished time, id) -> id, what pruning walks;
 * ``progress``: id -> (value, data) that running jobs report, written in
-  transactions of their own (never in the job's), a few a second at most.
+  transactions of their own (never in the job's), a few a second at most;
+* ``schedules``: name -> :class:`Schedule`, the jobs made at each slot.
 
 Times are seconds since the epoch (``time.time()``), comparable across
 processes and machines whose clocks agree.
 """
+import datetime
 import time
 
 from BTrees.OOBTree import OOBTree
@@ -28,6 +30,7 @@ from persistent.mapping import PersistentMapping
 from zc.queue import CompositeQueue
 
 from cipher.background import jobstore as states
+from cipher.background.errors import ConfigurationError
 
 #: The key of the database root under which the queues live.
 ROOT_KEY = 'cipher.background.queues'
@@ -49,8 +52,11 @@ class DurableJob(Persistent):
     traceback = None
     cancel_requested = False
 
+    slot = None  # for a scheduled job: the time of its slot
+    schedule = None  # and the name of its schedule
+
     def __init__(self, job_id, name, call, args, kwargs, site, principal,
-                 note, attempts, backoff, lease, queue, run_at):
+                 note, attempts, backoff, lease, queue, run_at=None):
         self.id = job_id
         self.name = name
         self.call = call  # (dotted name,) or (Ref of a persistent, method)
@@ -71,8 +77,50 @@ class DurableJob(Persistent):
         return '<DurableJob %s %s %s>' % (self.id, self.name, self.state)
 
 
+class Schedule(Persistent):
+    """Makes a job (its record's ``fields``) at each slot: ``every``
+    seconds from ``next_run`` on, or at the times of the ``cron``
+    expression (UTC)."""
+
+    def __init__(self, name, fields, every, cron, next_run):
+        self.name = name
+        self.fields = fields
+        self.every = every
+        self.cron = cron
+        self.next_run = next_run
+
+    def following(self, now):
+        """The first slot after ``now`` (missed slots are skipped)."""
+        if self.cron is not None:
+            return next_cron_time(self.cron, now)
+        missed = int((now - self.next_run) // self.every) + 1
+        return self.next_run + max(1, missed) * self.every
+
+
+def next_cron_time(expression, now):
+    """The first time after ``now`` (seconds since the epoch) that the
+    cron ``expression`` names, in UTC; ConfigurationError for a bad
+    expression, or without the ``cron`` extra."""
+    try:
+        from cronsim import CronSim
+        from cronsim import CronSimError
+    except ImportError:
+        raise ConfigurationError(
+            "cron= needs the cron extra: pip install "
+            "'cipher.background[cron]'") from None
+    start = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    try:
+        return next(CronSim(expression, start)).timestamp()
+    except (CronSimError, TypeError) as exc:
+        raise ConfigurationError('cron expression %r: %s (five fields: '
+                                 'minute hour day month weekday)'
+                                 % (expression, exc)) from None
+
+
 class JobQueue(Persistent):
     """One named queue of durable jobs (see the module docstring)."""
+
+    schedules = None  # made with the first schedule
 
     def __init__(self, name):
         self.name = name
@@ -96,7 +144,27 @@ class JobQueue(Persistent):
         else:
             self.delayed[(job.run_at, job.id)] = job.id
 
+    def add_schedule(self, schedule):
+        if self.schedules is None:
+            self.schedules = OOBTree()
+        self.schedules[schedule.name] = schedule
+
+    def remove_schedule(self, name):
+        return self.schedules is not None and \
+            self.schedules.pop(name, None) is not None
+
     # -- in a runner's claim transaction --
+
+    def fire_due(self, now, make_job):
+        """Add ``make_job(schedule, slot)`` for every schedule whose slot
+        came, and move it on to its next slot; return how many fired."""
+        fired = 0
+        for schedule in (self.schedules or {}).values():
+            if schedule.next_run <= now:
+                self.add(make_job(schedule, schedule.next_run))
+                schedule.next_run = schedule.following(now)
+                fired += 1
+        return fired
 
     def claim(self, owner, now):
         """The next job to run, leased to ``owner`` until ``now`` plus its
