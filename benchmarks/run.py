@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 SCRIPTS = ['bench_worker.py', 'bench_conflicts.py', 'bench_scheduler.py',
-           'bench_perform.py', 'bench_memory.py', 'bench_zeo.py']
+           'bench_perform.py', 'bench_memory.py', 'bench_zeo.py',
+           'bench_queue.py']
 
 
 def _cell(summary):

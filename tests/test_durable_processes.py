@@ -1,6 +1,7 @@
 """Durable jobs across processes: `cipher-background jobs` processes on a
-ZEO server run every job exactly once, one of them SIGKILLed mid-run;
-status and results are read from another process."""
+ZEO server and on RelStorage (SQLite) run every job exactly once, one of
+them SIGKILLed mid-run, and fire each slot of a schedule once; status and
+results are read from another process."""
 import signal
 import subprocess
 import sys
@@ -8,14 +9,18 @@ import time
 
 import pytest
 import transaction
+import zodburi
+from ZODB import DB
 
 from cipher.background import get_status
 from cipher.background.demo import make_site
 from cipher.background.durable import enqueue_call
 from cipher.background.durable import schedule
 from cipher.background.queuestore import get_queue
+from cipher.background.scheduler import new_id
 from cipher.background.security import SYSTEM
 import durable_jobs
+import postgres as postgres_server
 from helpers import TIMEOUT
 from helpers import read
 
@@ -23,10 +28,41 @@ JOBS = 60
 LEASE = 3
 
 
-def start_runner(port):
+@pytest.fixture(scope='module')
+def postgres():
+    if postgres_server.bindir() is None:
+        pytest.skip('PostgreSQL is not installed (.ci/run installs it: '
+                    'apt-get install postgresql)')
+    server = postgres_server.PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=['zeo', 'sqlite', 'postgresql'])
+def storage(request, tmp_path):
+    """(URI, DB) of a storage that several processes share: a ZEO server,
+    or RelStorage on SQLite or on PostgreSQL."""
+    if request.param == 'zeo':
+        server = request.getfixturevalue('zeo_server')
+        uri = 'zeo://127.0.0.1:%d' % server.port
+    elif request.param == 'sqlite':
+        uri = 'sqlite://?data_dir=%s' % (tmp_path / 'sqlite')
+    else:
+        uri = request.getfixturevalue('postgres').create_database(
+            'test_%s' % new_id()[:12])
+    factory, kwargs = zodburi.resolve_uri(uri)
+    db = DB(factory(), **kwargs)
+    yield uri, db
+    db.close()
+
+
+def start_runner(uri):
     return subprocess.Popen(
-        [sys.executable, '-m', 'cipher.background', 'jobs', '--zodb',
-         'zeo://127.0.0.1:%d' % port, '--threads', '2', '--poll', '0.1'],
+        [sys.executable, '-m', 'cipher.background', 'jobs', '--zodb', uri,
+         '--threads', '2', '--poll', '0.1'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -36,8 +72,9 @@ def states(db):
 
 
 @pytest.mark.timeout(6 * TIMEOUT)
-def test_jobs_run_exactly_once_with_a_runner_killed(zeo_server, zeo_db):
-    conn = zeo_db.open()
+def test_jobs_run_exactly_once_with_a_runner_killed(storage):
+    uri, db = storage
+    conn = db.open()
     site = make_site(conn.root(), 'site')
     transaction.commit()
     ids = [enqueue_call(durable_jobs.slow_count, ('job-%d' % n, 0.2),
@@ -45,21 +82,21 @@ def test_jobs_run_exactly_once_with_a_runner_killed(zeo_server, zeo_db):
            for n in range(JOBS)]
     transaction.commit()
     conn.close()
-    runners = [start_runner(zeo_server.port) for _ in range(3)]
+    runners = [start_runner(uri) for _ in range(3)]
     try:
         deadline = time.monotonic() + 4 * TIMEOUT
         mark = ':%d:' % runners[0].pid
         held = []
         while not held:  # wait until the first runner holds a lease
-            assert time.monotonic() < deadline, states(zeo_db)
-            held = read(zeo_db, lambda root: [
+            assert time.monotonic() < deadline, states(db)
+            held = read(db, lambda root: [
                 job.id for job in get_queue(root).jobs.values()
                 if job.state == 'running' and mark in (job.owner or '')])
             time.sleep(0.01)  # other processes work; we look now and then
         runners[0].send_signal(signal.SIGKILL)  # mid-run, leases held
         runners[0].wait(TIMEOUT)
-        while states(zeo_db).count('succeeded') < JOBS:
-            assert time.monotonic() < deadline, states(zeo_db)
+        while states(db).count('succeeded') < JOBS:
+            assert time.monotonic() < deadline, states(db)
             time.sleep(0.05)
         for runner in runners[1:]:
             runner.send_signal(signal.SIGTERM)
@@ -73,7 +110,7 @@ def test_jobs_run_exactly_once_with_a_runner_killed(zeo_server, zeo_db):
     for runner, (out, err) in zip(runners[1:], outputs):
         assert runner.returncode == 0, err
         assert 'Traceback' not in err, err[-3000:]
-    counts = read(zeo_db, lambda root: {
+    counts = read(db, lambda root: {
         name: counter.value for name, counter in root['counters'].items()})
     assert counts == {'job-%d' % n: 1 for n in range(JOBS)}
     statuses = [get_status(job_id) for job_id in ids]  # from here
@@ -85,9 +122,9 @@ def test_jobs_run_exactly_once_with_a_runner_killed(zeo_server, zeo_db):
 
 
 @pytest.mark.timeout(6 * TIMEOUT)
-def test_a_schedule_fires_each_slot_once_across_processes(zeo_server,
-                                                          zeo_db):
-    conn = zeo_db.open()
+def test_a_schedule_fires_each_slot_once_across_processes(storage):
+    uri, db = storage
+    conn = db.open()
     site = make_site(conn.root(), 'site')
     transaction.commit()
     start = time.time() + 0.5
@@ -95,10 +132,10 @@ def test_a_schedule_fires_each_slot_once_across_processes(zeo_server,
              site=site, user=SYSTEM, name='tick')
     transaction.commit()
     conn.close()
-    runners = [start_runner(zeo_server.port) for _ in range(3)]
+    runners = [start_runner(uri) for _ in range(3)]
     try:
         deadline = time.monotonic() + 4 * TIMEOUT
-        while len(fired(zeo_db)) < 6:
+        while len(fired(db)) < 6:
             assert time.monotonic() < deadline
             time.sleep(0.05)  # other processes work; we look now and then
     finally:
@@ -106,11 +143,11 @@ def test_a_schedule_fires_each_slot_once_across_processes(zeo_server,
             runner.send_signal(signal.SIGTERM)
         for runner in runners:
             runner.communicate(timeout=TIMEOUT)
-    slots = fired(zeo_db)
+    slots = fired(db)
     assert len(set(slot for slot, _ in slots)) == len(slots)  # none twice
     assert all((slot - start) / 0.25 == round((slot - start) / 0.25)
                for slot, _ in slots)
-    counts = read(zeo_db, lambda root: dict(
+    counts = read(db, lambda root: dict(
         (name, counter.value) for name, counter in root['counters'].items()))
     done = [job_id for _, job_id in slots
             if get_status(job_id).state == 'succeeded']

@@ -134,3 +134,26 @@ def test_start_up_workers_are_switched_per_process(zcml, file_db, switch,
     if not starts:
         assert 'not started in this process (%s' % (
             host_reason or startup.ENVIRONMENT_SWITCH) in buf.getvalue()
+
+
+def test_a_declared_queue_runner_serves_durable_jobs(zcml, file_db):
+    import durable_jobs
+    from cipher.background import SYSTEM
+    from cipher.background import enqueue_call
+    from cipher.background import wait
+    add_site(file_db)
+    provideUtility(startup.QueueWorkers(threads=1), IWorkerFactory,
+                   name='queue')
+    notify(DatabaseOpenedWithRoot(file_db))
+    runner, = startup.startedWorkers()
+    assert runner.is_alive() and 'queue runner of default' in runner.name
+    conn = file_db.open()
+    try:
+        job_id = enqueue_call(durable_jobs.count, ('served',),
+                              site=conn.root()['site'], user=SYSTEM)
+        transaction.commit()  # wakes the runner of this process
+    finally:
+        conn.close()
+    assert wait(job_id, TIMEOUT).state == 'succeeded'
+    assert startup.stopWorkers(TIMEOUT) == []
+    assert not runner.is_alive()

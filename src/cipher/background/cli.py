@@ -5,7 +5,8 @@
                              [--user ID | --system] [--threads N]
                              [--grace SECONDS] [--connect-timeout SECONDS]
     cipher-background jobs --zodb URI [--queue NAME] [--threads N]
-                           [--poll SECONDS] [--grace SECONDS]
+                           [--poll SECONDS] [--max-poll SECONDS]
+                           [--grace SECONDS]
                            [--connect-timeout SECONDS]
     cipher-background start NAME -- COMMAND...
     cipher-background stop NAME [--timeout SECONDS] [--kill]
@@ -362,7 +363,8 @@ def _jobs(args):
     stopped = False
     try:
         runner = QueueRunner(db, args.queue, threads=args.threads,
-                             poll=args.poll, max_poll=max(args.poll, 5.0))
+                             poll=args.poll,
+                             max_poll=max(args.poll, args.max_poll))
         stop = threading.Event()
         handlers = {signum: signal.signal(signum, lambda *a: stop.set())
                     for signum in _STOP_SIGNALS}
@@ -568,6 +570,10 @@ def _parser():
                       metavar='SECONDS',
                       help='how often an idle thread looks for work, at '
                       'first (default: %(default)s)')
+    jobs.add_argument('--max-poll', type=_seconds, default=5.0,
+                      metavar='SECONDS',
+                      help='the longest an idle thread waits between two '
+                      'looks (default: %(default)s)')
     jobs.add_argument('--grace', type=_seconds, default=STOP_GRACE_SECONDS,
                       metavar='SECONDS',
                       help='how long the jobs being run may take to finish '

@@ -408,9 +408,20 @@ def get_status(job_id):
                                                        record))
 
 
+_settled = threading.Condition()
+
+
+def notify_settled():
+    """Wake the waiters of this process: a runner here settled a job."""
+    with _settled:
+        _settled.notify_all()
+
+
 def wait(job_id, timeout=None, poll=0.05):
     """The final status of ``job_id``; WaitTimeout when ``timeout``
-    seconds pass first.  Reads the database every ``poll`` seconds."""
+    seconds pass first.  Reads the database when a runner of this process
+    settles a job, and every ``poll`` seconds (for the other
+    processes)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         status = get_status(job_id)
@@ -419,7 +430,8 @@ def wait(job_id, timeout=None, poll=0.05):
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout('the durable job %s is still %s after %ss'
                               % (job_id, status.state, timeout))
-        time.sleep(poll)  # another process decides: nothing to wait on
+        with _settled:
+            _settled.wait(poll)
 
 
 def cancel(job_id):

@@ -121,6 +121,14 @@ class QueueRunner:
 
     # -- life --
 
+    @property
+    def name(self):
+        return 'queue runner of %s (%d threads)' % (self.queue, self.threads)
+
+    def is_alive(self):
+        """True while a thread of this runner runs."""
+        return any(thread.is_alive() for thread in self._threads)
+
     def start(self):
         """Start the threads; return self."""
         install(self.db, self.queue)
@@ -238,6 +246,7 @@ class QueueRunner:
             raise
         finally:
             handle.close()
+            durable.notify_settled()
 
     def _call(self, claim, handle):
         """In the unit: the job, then its record's success."""

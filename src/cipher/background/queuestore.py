@@ -7,8 +7,9 @@ Everything lives under one key of the database root,
 * ``jobs``: job id -> :class:`DurableJob`, the record of one job (what to
   call, as whom, on which site; its state, attempts, lease, result);
 * ``pending``: the ids ready to run, oldest first, in a ``zc.queue``
-  CompositeQueue, whose conflict resolution lets requests add jobs while
-  runners take them without either one's commit failing;
+  Queue, whose conflict resolution lets requests add jobs while runners
+  take them without either one's commit failing (its CompositeQueue
+  refuses to merge when a take empties one of its buckets);
 * ``delayed``: (run-at time, id) -> id for jobs that wait for a time
   (a delay, or the backoff after a failed attempt);
 * ``leases``: id -> lease end (a time) for the jobs being run: a job whose
@@ -22,12 +23,13 @@ Times are seconds since the epoch (``time.time()``), comparable across
 processes and machines whose clocks agree.
 """
 import datetime
+import random
 import time
 
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 from persistent.mapping import PersistentMapping
-from zc.queue import CompositeQueue
+from zc.queue import Queue
 
 from cipher.background import jobstore as states
 from cipher.background.errors import ConfigurationError
@@ -36,6 +38,8 @@ from cipher.background.errors import ConfigurationError
 ROOT_KEY = 'cipher.background.queues'
 #: The queue a job goes to unless told otherwise.
 DEFAULT_QUEUE = 'default'
+#: A runner takes one of the SPREAD oldest pending jobs (near FIFO).
+SPREAD = 8
 
 
 class DurableJob(Persistent):
@@ -125,7 +129,7 @@ class JobQueue(Persistent):
     def __init__(self, name):
         self.name = name
         self.jobs = OOBTree()
-        self.pending = CompositeQueue()
+        self.pending = Queue()
         self.delayed = OOBTree()
         self.leases = OOBTree()
         self.finished = OOBTree()
@@ -211,8 +215,11 @@ class JobQueue(Persistent):
         return None
 
     def _next_pending(self):
+        # One of the oldest few, not always the oldest: runners that take
+        # different ones at once do not conflict (the queue merges them).
         while len(self.pending):
-            job = self.jobs.get(self.pending.pull())
+            index = random.randrange(min(len(self.pending), SPREAD))
+            job = self.jobs.get(self.pending.pull(index))
             if job is not None:
                 return job
         return None

@@ -1,8 +1,8 @@
 """Zope start-up wiring: start the workers an application declares when
 the database opens, stop them at process exit.
 
-An application registers :class:`SiteWorkers` (or any IWorkerFactory) as a
-named utility, in Python or in ZCML::
+An application registers :class:`SiteWorkers`, :class:`QueueWorkers` (or
+any IWorkerFactory) as a named utility, in Python or in ZCML::
 
     <utility name="indexer" provides="cipher.background.interfaces.IWorkerFactory"
              component="myapp.workers.indexer_workers" />
@@ -15,6 +15,7 @@ stopped at interpreter exit by :mod:`cipher.background.thread`;
 import logging
 import os
 import threading
+import time
 
 from zope.component import adapter
 from zope.component import getUtilitiesFor
@@ -95,6 +96,27 @@ class SiteWorkers:
             conn.close()
 
 
+@implementer(IWorkerFactory)
+class QueueWorkers:
+    """A :class:`~cipher.background.queuerunner.QueueRunner` serving the
+    durable jobs of ``queue`` with ``threads`` threads of this process
+    (the web process of a single-process site).  Further keyword
+    arguments go to the runner."""
+
+    def __init__(self, queue='default', threads=2, **kwargs):
+        self.queue = queue
+        self.threads = threads
+        self.kwargs = kwargs
+
+    def __repr__(self):
+        return '<QueueWorkers %d x queue %s>' % (self.threads, self.queue)
+
+    def __call__(self, db):
+        from cipher.background.queuerunner import QueueRunner
+        return QueueRunner(db, self.queue, threads=self.threads,
+                           **self.kwargs)
+
+
 @adapter(IDatabaseOpenedWithRoot)
 def startWorkers(event):
     """Start the workers of every registered IWorkerFactory.
@@ -111,7 +133,7 @@ def startWorkers(event):
     for name, factory in sorted(getUtilitiesFor(IWorkerFactory)):
         try:
             workers = factory(event.database)
-            if isinstance(workers, threading.Thread):
+            if hasattr(workers, 'start'):  # one worker
                 workers = [workers]
             for worker in workers:
                 worker.start()
@@ -135,7 +157,8 @@ def stopWorkers(timeout=EXIT_GRACE_SECONDS):
     with _started_lock:
         workers, _started[:] = list(_started), []
     for worker in workers:
-        worker.stop()
+        worker.stop(0)  # ask all first, then wait for each
+    deadline = time.monotonic() + timeout
     for worker in workers:
-        worker.stop(timeout)
+        worker.stop(max(0.0, deadline - time.monotonic()))
     return [w for w in workers if w.is_alive()]
