@@ -154,7 +154,9 @@ def main():
             without.append(request_rate(db, requests, False))
             with_job.append(request_rate(db, requests, True))
         report('7. request commit with an enqueue, FileStorage', 'req/s',
-               with_job, without, target=0.9)
+               with_job, without, target=0.9,
+               backlog=reps * requests)
+        QueueRunner(db).run_pending()  # the jobs those requests enqueued
         runner = QueueRunner(db, threads=1).start()
         local = []
         for _ in range(reps):

@@ -288,3 +288,30 @@ def test_unschedule_removes_it(file_db, site):
     assert unschedule('gone', site._p_jar) is False
     transaction.commit()
     assert read(file_db, lambda root: list(get_queue(root).schedules)) == []
+
+
+def test_a_backlog_beyond_the_pending_limit_runs_in_order_once(
+        file_db, site, monkeypatch):
+    import random
+    from cipher.background import queuestore
+    from cipher.background.queuestore import PENDING_LIMIT
+    monkeypatch.setattr(queuestore, 'random', random.Random(7))
+    count = PENDING_LIMIT * 2 + 50
+    ids = as_editor(site, lambda: [
+        enqueue(durable_jobs.count, 'n%03d' % n) for n in range(count)])
+    transaction.commit()
+    sizes = read(file_db, lambda root: (len(get_queue(root).pending),
+                                        len(get_queue(root).backlog)))
+    assert sizes == (PENDING_LIMIT, count - PENDING_LIMIT)
+    assert QueueRunner(file_db).run_pending() == count
+    assert counters(file_db) == {'n%03d' % n: 1 for n in range(count)}
+    started = sorted(ids, key=lambda job_id: get_status(job_id).started)
+    # Near first in, first out: a job is taken among the 8 oldest, so the
+    # first of the backlog start after most of what was pending.
+    places = [ids.index(job_id) for job_id in started]
+    assert max(abs(place - n) for n, place in enumerate(places)) < 60
+    assert sum(abs(place - n) for n, place in enumerate(places)) \
+        / count < 8
+    assert read(file_db, lambda root: (len(get_queue(root).pending),
+                                       len(get_queue(root).backlog))) == (
+        0, 0)

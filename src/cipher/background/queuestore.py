@@ -10,6 +10,9 @@ Everything lives under one key of the database root,
   Queue, whose conflict resolution lets requests add jobs while runners
   take them without either one's commit failing (its CompositeQueue
   refuses to merge when a take empties one of its buckets);
+* ``backlog``: (time, id) -> id for ready jobs beyond
+  :data:`PENDING_LIMIT` (requests add them at its end, runners move them
+  from its start to ``pending``: different buckets, so no conflict);
 * ``delayed``: (run-at time, id) -> id for jobs that wait for a time
   (a delay, or the backoff after a failed attempt);
 * ``leases``: id -> lease end (a time) for the jobs being run: a job whose
@@ -40,6 +43,9 @@ ROOT_KEY = 'cipher.background.queues'
 DEFAULT_QUEUE = 'default'
 #: A runner takes one of the SPREAD oldest pending jobs (near FIFO).
 SPREAD = 8
+#: The most ids ``pending`` holds; more wait in ``backlog`` (a zc.queue
+#: Queue is one tuple, written whole at every change).
+PENDING_LIMIT = 100
 
 
 class DurableJob(Persistent):
@@ -130,6 +136,7 @@ class JobQueue(Persistent):
         self.name = name
         self.jobs = OOBTree()
         self.pending = Queue()
+        self.backlog = OOBTree()
         self.delayed = OOBTree()
         self.leases = OOBTree()
         self.finished = OOBTree()
@@ -143,10 +150,13 @@ class JobQueue(Persistent):
         self._schedule(job)
 
     def _schedule(self, job):
-        if job.run_at is None or job.run_at <= time.time():
-            self.pending.put(job.id)
-        else:
+        now = time.time()
+        if job.run_at is not None and job.run_at > now:
             self.delayed[(job.run_at, job.id)] = job.id
+        elif len(self.pending) < PENDING_LIMIT and not len(self.backlog):
+            self.pending.put(job.id)
+        else:  # keep the order: after what waits in the backlog
+            self.backlog[(now, job.id)] = job.id
 
     def add_schedule(self, schedule):
         if self.schedules is None:
@@ -215,6 +225,13 @@ class JobQueue(Persistent):
         return None
 
     def _next_pending(self):
+        if len(self.pending) < PENDING_LIMIT // 2 and len(self.backlog):
+            # The newest stays while others are pending: a request may be
+            # adding beside it, and emptying that bucket would conflict.
+            keep = 1 if len(self.pending) else 0
+            keys = list(self.backlog.keys()[:PENDING_LIMIT // 2])
+            for key in keys[:len(self.backlog) - keep]:
+                self.pending.put(self.backlog.pop(key))
         # One of the oldest few, not always the oldest: runners that take
         # different ones at once do not conflict (the queue merges them).
         while len(self.pending):
