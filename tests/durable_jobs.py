@@ -74,3 +74,39 @@ def count_this_job():
     """count() under the running job's own id."""
     from cipher.background import current_job
     return count(current_job().id)
+
+
+release = threading.Event()
+calls = []
+
+
+def exits():
+    raise SystemExit(3)
+
+
+def ignores_cancel():
+    """Counts, then waits to be released, never checking for a cancel."""
+    calls.append('ran')
+    count('ignored')
+    started.set()
+    release.wait(60)
+
+
+def noop():
+    pass
+
+
+def generator():
+    yield 1
+
+
+async def coroutine():
+    return 1
+
+
+def main_instance():
+    """An object whose class lives in __main__ (as in a script)."""
+    cls = type('Script', (), {'__module__': '__main__'})
+    import __main__
+    __main__.Script = cls
+    return cls()

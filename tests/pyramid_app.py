@@ -11,6 +11,7 @@ from ZODB.POSException import ConflictError
 
 from cipher.background import current_connection
 from cipher.background import current_user_id
+from cipher.background import enqueue
 from cipher.background import jobs
 from cipher.background import BackgroundWorkerThread
 from zope.component import hooks
@@ -86,6 +87,19 @@ def count(request):
     return {'job': jobs.perform(count_in_root)}
 
 
+@view_config(route_name='enqueue', renderer='json', request_method='POST')
+def enqueue_view(request):
+    """A durable job, stored in the request's transaction; the request
+    fails after it when asked to."""
+    note = request.root[request.params['name']] = Note(
+        request.params['name'])
+    job_id = enqueue(mark_done, note)
+    request.registry.durable_job = job_id
+    if request.params.get('fail'):
+        raise Failed('the view fails after enqueuing')
+    return {'job': job_id}
+
+
 class Failed(Exception):
     pass
 
@@ -145,7 +159,7 @@ def make_app(uri, explicit=False, find_user=None):
         config.include('pyramid_zodbconn')
         config.include('cipher.background.pyramid')
         config.set_security_policy(HeaderPolicy())
-        for name in ('add', 'count', 'fail', 'flaky', 'worker'):
+        for name in ('add', 'count', 'fail', 'flaky', 'worker', 'enqueue'):
             config.add_route(name, '/' + name)
         config.add_route('state', '/')
         config.scan(__name__)

@@ -269,7 +269,10 @@ def test_a_cron_schedule_waits_for_its_time(file_db, site):
 @pytest.mark.parametrize('kwargs, message', [
     (dict(), 'give every= .* or cron='),
     (dict(every=1, cron='* * * * *'), 'give every= .* or cron='),
-    (dict(every=0), 'every must be more than 0'),
+    (dict(every=0), 'every must be from 0.01'),
+    (dict(every=1e-300), 'every must be from 0.01'),
+    (dict(every=float('nan')), 'every must be a number of seconds'),
+    (dict(cron=5), 'cron must be a str'),
     (dict(cron='every minute'), "cron expression 'every minute'"),
     (dict(cron='* * * * *', start_at=0), 'start_at goes with every='),
 ])
@@ -315,3 +318,161 @@ def test_a_backlog_beyond_the_pending_limit_runs_in_order_once(
     assert read(file_db, lambda root: (len(get_queue(root).pending),
                                        len(get_queue(root).backlog))) == (
         0, 0)
+
+
+def test_a_site_made_in_the_same_transaction_is_the_jobs(file_db, site):
+    root = site._p_jar.root()
+    new_site = make_site(root, 'fresh', users=('editor',))
+    assert new_site._p_jar is None  # not stored yet
+    job_id = as_editor(new_site, lambda: enqueue(durable_jobs.who_and_where,
+                                                 new_site['doc']))
+    transaction.commit()
+    QueueRunner(file_db).run_pending()
+    assert get_status(job_id).result == (['editor'], 'fresh',
+                                         'Annual report')
+
+
+
+# -- what an attack found --
+
+def test_a_job_that_exits_fails_and_the_runner_goes_on(file_db, site):
+    exiting = as_editor(site, lambda: enqueue_call(durable_jobs.exits,
+                                                   attempts=1))
+    kept = as_editor(site, lambda: enqueue(durable_jobs.count, 'after'))
+    transaction.commit()
+    runner = QueueRunner(file_db, threads=1).start()
+    try:
+        assert wait(kept, TIMEOUT).state == 'succeeded'
+        status = wait(exiting, TIMEOUT)
+        assert runner.is_alive()
+    finally:
+        assert runner.stop(TIMEOUT)
+    assert (status.state, status.attempts) == ('failed', 1)
+    assert status.error.startswith('SystemExit')
+
+
+def test_cancelling_a_running_job_never_runs_it_twice(file_db, site):
+    durable_jobs.started.clear()
+    durable_jobs.release.clear()
+    del durable_jobs.calls[:]
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.ignores_cancel))
+    transaction.commit()
+    runner = QueueRunner(file_db, threads=1).start()
+    try:
+        assert durable_jobs.started.wait(TIMEOUT)
+        assert cancel(job_id) is True
+        durable_jobs.release.set()
+        status = wait(job_id, TIMEOUT)
+    finally:
+        assert runner.stop(TIMEOUT)
+    assert status.state == 'cancelled'  # its effects undone
+    assert durable_jobs.calls == ['ran']  # once
+    assert counters(file_db) == {}
+
+
+def test_declaring_a_schedule_again_keeps_its_slot(file_db, site):
+    for _ in range(3):  # three start-ups
+        as_editor(site, lambda: schedule(durable_jobs.count, ('hourly',),
+                                         every=3600, name='hourly'))
+        transaction.commit()
+        QueueRunner(file_db).run_pending()
+    assert counters(file_db) == {'hourly': 1}
+
+
+def test_a_broken_schedule_never_blocks_the_queue(file_db, site, logged):
+    as_editor(site, lambda: schedule(durable_jobs.count, ('x',), every=60,
+                                     name='broken'))
+    transaction.commit()
+    with file_db.transaction() as conn:  # as an old release might leave it
+        broken = get_queue(conn.root()).schedules['broken']
+        broken.every, broken.next_run = float('nan'), 0
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'ok'))
+    transaction.commit()
+    QueueRunner(file_db).run_pending()
+    assert get_status(job_id).state == 'succeeded'
+
+
+def test_what_another_process_cannot_load_is_refused(file_db, site):
+    import __main__
+    main_fn = type(lambda: None)(durable_jobs.noop.__code__, {}, 'main_fn')
+    main_fn.__module__ = '__main__'
+    __main__.main_fn = main_fn
+    try:
+        with pytest.raises(ArgumentTypeError, match='__main__'):
+            as_editor(site, lambda: enqueue(main_fn))
+    finally:
+        del __main__.main_fn
+    with pytest.raises(ArgumentTypeError, match='lives in __main__'):
+        as_editor(site, lambda: enqueue(durable_jobs.count,
+                                        durable_jobs.main_instance()))
+    for fn in (durable_jobs.generator, durable_jobs.coroutine):
+        with pytest.raises(ArgumentTypeError, match='generator or coroutine'):
+            as_editor(site, lambda: enqueue(fn))
+
+
+def test_objects_of_two_connections_are_refused(file_db, site):
+    other = file_db.open()
+    try:
+        with pytest.raises(ConfigurationError, match='different connections'):
+            as_editor(site, lambda: enqueue(durable_jobs.who_and_where,
+                                            other.root()['site']['doc']))
+    finally:
+        other.close()
+
+
+def test_two_databases_of_one_name_both_answer(tmp_path, site, file_db):
+    from ZODB import DB
+    from ZODB.FileStorage import FileStorage
+    second = DB(FileStorage(str(tmp_path / 'second.fs')))
+    try:
+        conn = second.open()
+        conn.root()['x'] = durable_jobs.Counter()
+        transaction.commit()
+        first_id = as_editor(site, lambda: enqueue(durable_jobs.count, '1'))
+        transaction.commit()
+        second_id = enqueue_call(durable_jobs.count, ('2',), user=SYSTEM,
+                                 connection=conn)
+        transaction.commit()
+        conn.close()
+        assert first_id.split('@')[1] == second_id.split('@')[1]
+        assert get_status(first_id).state == 'queued'
+        assert get_status(second_id).state == 'queued'
+        assert cancel(first_id) is True
+        assert get_status(first_id).state == 'cancelled'
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(timeout=float('nan')), 'timeout must be'),
+    (dict(timeout='1'), 'timeout must be'),
+    (dict(timeout=-1), 'timeout must be'),
+])
+def test_wait_refuses_bad_timeouts(file_db, site, kwargs, message):
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'w'))
+    transaction.commit()
+    with pytest.raises(ArgumentTypeError, match=message):
+        wait(job_id, **kwargs)
+
+
+def test_unschedule_refuses_what_is_no_name_or_connection(site):
+    with pytest.raises(ArgumentTypeError, match='unschedule'):
+        unschedule('x', None)
+    with pytest.raises(ArgumentTypeError, match='unschedule'):
+        unschedule(5, site._p_jar)
+
+
+def test_a_runner_starts_once_and_checks_its_options(file_db):
+    from cipher.background import AlreadyStarted
+    runner = QueueRunner(file_db, threads=1).start()
+    try:
+        with pytest.raises(AlreadyStarted):
+            runner.start()
+    finally:
+        assert runner.stop(TIMEOUT)
+    with pytest.raises(AlreadyStarted):
+        runner.start()
+    for kwargs in (dict(queue=None), dict(queue=5), dict(keep_seconds='x'),
+                   dict(keep_count=-1), dict(keep_seconds=float('nan'))):
+        with pytest.raises(ArgumentTypeError):
+            QueueRunner(file_db, **kwargs)

@@ -45,6 +45,23 @@ def test_a_job_runs_after_commit_as_the_request_user(app):
     assert app.get('/').json['n1'] == 'alice'
 
 
+def test_a_durable_job_runs_as_the_request_user(app):
+    from cipher.background import QueueRunner
+    db, = app.app.registry._zodb_databases.values()
+    job_id = app.post('/enqueue', {'name': 'd1'},
+                      headers={'X-User': 'alice'}).json['job']
+    with pytest.raises(pyramid_app.Failed):
+        app.post('/enqueue', {'name': 'd2', 'fail': '1'},
+                 headers={'X-User': 'bob'})
+    failed = app.app.registry.durable_job
+    assert QueueRunner(db).run_pending() == 1  # the failed request's: none
+    status = jobs.get_status(job_id)
+    assert (status.state, status.principal) == ('succeeded', 'alice')
+    assert jobs.get_status(failed).state == 'unknown'
+    assert pyramid_app.seen == [('d1', 'alice', None, True)]
+    assert app.get('/').json['d1'] == 'alice'
+
+
 def test_a_plain_root_is_the_site_of_a_job_without_arguments(app):
     job_id = app.post('/count', headers={'X-User': 'bob'}).json['job']
     status = _wait(job_id)

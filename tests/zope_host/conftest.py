@@ -44,6 +44,8 @@ SITE_ZCML = """\
   <include package="cipher.background" />
   <browser:page for="OFS.interfaces.IObjectManager" name="start-job"
       class="views.StartJob" permission="zope2.View" />
+  <browser:page for="OFS.interfaces.IObjectManager" name="enqueue-job"
+      class="views.EnqueueJob" permission="zope2.View" />
   <browser:page for="OFS.interfaces.IObjectManager" name="start-worker"
       class="views.StartWorker" permission="zope2.View" />
   <browser:page for="OFS.interfaces.IObjectManager" name="make-site"

@@ -16,6 +16,7 @@ from zope.event import notify
 from zope.processlifetime import DatabaseOpenedWithRoot
 
 from cipher.background import SYSTEM
+from cipher.background import QueueRunner
 from cipher.background import UnitOfWork
 from cipher.background import jobs
 from cipher.background import zope as zope_host
@@ -75,6 +76,23 @@ def test_a_job_runs_as_the_request_user_on_wrapped_objects(zope, browser):
     assert entry['user_name'] == ' admin'
     undo_page = browser.get('/Control_Panel/Database/main/manage_UndoForm')
     assert 'by <strong> admin</strong>' in undo_page.text
+
+
+@pytest.mark.parametrize('user, manage', [('admin', True), ('bob', False)])
+def test_a_durable_job_runs_as_the_request_user_on_wrapped_objects(
+        zope, browser, user, manage):
+    key = 'durable-%s' % user
+    job_id = as_user(browser, user).get('/bgsite/@@enqueue-job',
+                                        {'key': key}).text
+    assert QueueRunner(zope['db']).run_pending() >= 1
+    status = jobs.get_status(job_id)
+    assert (status.state, status.principal) == ('succeeded', user)
+    seen = RESULTS[key]
+    assert (seen['user'], seen['manage']) == (user, manage)
+    assert seen['site_in_app'] and seen['site_path'] == ('', 'bgsite')
+    assert seen['doc_url'] == SERVER_URL + '/bgsite/docs'
+    assert seen['request_user'] == user
+    assert last_transaction(zope['db'])['user_name'] == ' %s' % user
 
 
 def test_a_user_without_a_permission_lacks_it_in_the_job(browser):

@@ -13,6 +13,7 @@ from zope.component import hooks
 from zope.globalrequest import getRequest
 
 from cipher.background import BackgroundWorkerThread
+from cipher.background import enqueue
 from cipher.background import jobs
 
 RESULTS = {}
@@ -57,6 +58,13 @@ class ProbeWorker(BackgroundWorkerThread):
 class StartJob(BrowserView):
     def __call__(self):
         return jobs.perform(probe, self.context.docs, self.request['key'])
+
+
+class EnqueueJob(BrowserView):
+    """A durable job, stored in the request's transaction."""
+
+    def __call__(self):
+        return enqueue(probe, self.context.docs, self.request['key'])
 
 
 class StartWorker(BrowserView):

@@ -17,11 +17,14 @@ queue, or calls :func:`register_database`.
 """
 import datetime
 import importlib
+import inspect
 import io
 import pickle
+import pickletools
 import random
 import threading
 import time
+import weakref
 
 import transaction
 from persistent import Persistent
@@ -38,6 +41,7 @@ from cipher.background.jobstore import JobStatus
 from cipher.background.scheduler import _check_callable
 from cipher.background.scheduler import new_id
 from cipher.background.security import check_principal_id
+from cipher.background.sites import database_identity
 
 #: Attempts of a job that raises, unless told otherwise.
 DEFAULT_ATTEMPTS = 3
@@ -45,31 +49,47 @@ DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF = 5.0
 #: Seconds a runner may hold a job before another may take it again.
 DEFAULT_LEASE = 300.0
+#: The shortest and longest intervals of a schedule, and the longest
+#: delay, backoff or lease: beyond them a time is an error, not a wish.
+MIN_EVERY = 0.01
+MAX_SECONDS = 10 * 365 * 24 * 3600
 
-_databases = {}
+_databases = {}  # database name -> the live DB objects of that name
 _databases_lock = threading.Lock()
 
 
 def register_database(db):
     """Let this process answer for the durable jobs of ``db`` (done for
-    you by :func:`enqueue` and by the runners)."""
+    you by :func:`enqueue` and by the runners).  Several databases of one
+    name (``db.database_name``) are all asked."""
     with _databases_lock:
-        _databases[db.database_name] = db
+        _databases.setdefault(db.database_name, weakref.WeakSet()).add(db)
 
 
 def is_durable_id(job_id):
     return isinstance(job_id, str) and '@' in job_id
 
 
-def _database_of(job_id):
+def _databases_of(job_id):
+    """The databases that may hold ``job_id`` (all of its name)."""
     name = job_id.split('@', 1)[1]
-    db = _databases.get(name)
-    if db is None:
+    with _databases_lock:
+        found = list(_databases.get(name, ()))
+    if not found:
         raise ConfigurationError(
             'no database %r is known to this process for the durable job %s:'
             ' call cipher.background.durable.register_database(db) first'
             % (name, job_id))
-    return db
+    return found
+
+
+def _find(job_id, root):
+    """(queue, record) of ``job_id`` in ``root``, or (None, None)."""
+    for queue in (queuestore.queues(root) or {}).values():
+        record = queue.jobs.get(job_id)
+        if record is not None:
+            return queue, record
+    return None, None
 
 
 # -- in the caller --
@@ -142,6 +162,10 @@ def _capture(fn, args, kwargs, site, user, connection, queue, attempts,
         site = host.current_site()
     if site is not None and not host.is_site(site):
         raise NotASite(host.not_a_site_message(site))
+    if site is not None and getattr(site, '_p_jar', None) is None:
+        # Made in the caller's transaction: a savepoint gives it its jar.
+        database_identity(site, 'site', host.transaction_manager()
+                          or transaction.manager)
     found = []
 
     def ref(obj):
@@ -196,12 +220,17 @@ def schedule(fn, args=(), kwargs=None, *, every=None, cron=None,
     now = time.time()
     if every is not None:
         _check_seconds('every', every)
-        if every <= 0:
-            raise ArgumentTypeError('every must be more than 0 seconds')
+        if not MIN_EVERY <= every <= MAX_SECONDS:
+            raise ArgumentTypeError('every must be from %g to %d seconds, '
+                                    'not %r' % (MIN_EVERY, MAX_SECONDS,
+                                                every))
         first = _run_at(None, start_at) or now
     else:
         if start_at is not None:
             raise ArgumentTypeError('start_at goes with every=, not cron=')
+        if not isinstance(cron, str):
+            raise ArgumentTypeError('cron must be a str such as '
+                                    '"*/5 * * * *", not %r' % (cron,))
         first = queuestore.next_cron_time(cron, now)
     conn, fields = _capture(fn, args, kwargs, site, user, connection, queue,
                             attempts, backoff, lease, note)
@@ -217,6 +246,12 @@ def schedule(fn, args=(), kwargs=None, *, every=None, cron=None,
 def unschedule(name, connection, queue=queuestore.DEFAULT_QUEUE):
     """Remove the schedule ``name`` in the caller's transaction; True when
     there was one."""
+    if not isinstance(name, str) or not callable(
+            getattr(connection, 'root', None)):
+        raise ArgumentTypeError(
+            'unschedule(name, connection) takes the name of the schedule '
+            '(a str) and a ZODB connection, not %r and %r'
+            % (name, connection))
     stored = queuestore.get_queue(connection.root(), queue)
     return stored is not None and stored.remove_schedule(name)
 
@@ -243,9 +278,9 @@ def _check_whole(name, value, least):
 
 def _check_seconds(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0 <= value < float('inf'):
-        raise ArgumentTypeError('%s must be a number of seconds >= 0, not %r'
-                                % (name, value))
+            or not 0 <= value <= MAX_SECONDS:
+        raise ArgumentTypeError('%s must be a number of seconds from 0 to '
+                                '%d, not %r' % (name, MAX_SECONDS, value))
 
 
 def _run_at(delay, run_at):
@@ -261,7 +296,11 @@ def _run_at(delay, run_at):
                 'may live in other time zones), not %r' % (run_at,))
         return run_at.timestamp()
     if run_at is not None:
-        _check_seconds('run_at', run_at)
+        if isinstance(run_at, bool) or not isinstance(
+                run_at, (int, float)) or not 0 <= run_at < float('inf'):
+            raise ArgumentTypeError('run_at must be a timezone-aware '
+                                    'datetime or seconds since the epoch, '
+                                    'not %r' % (run_at,))
         return float(run_at)
     return None
 
@@ -274,6 +313,11 @@ def _display_name(fn):
 def _call_reference(fn, ref):
     """What the record keeps of ``fn``: ``('name', 'module:qualname')`` or
     ``('method', Ref, name)`` for a method of a persistent object."""
+    if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) \
+            or inspect.isasyncgenfunction(fn):
+        raise ArgumentTypeError(
+            '%r is a generator or coroutine function: a job must do its '
+            'work when called; wrap it in a plain function' % (fn,))
     owner = getattr(fn, '__self__', None)
     if isinstance(owner, Persistent):
         return ('method', ref(owner), fn.__func__.__name__)
@@ -282,9 +326,11 @@ def _call_reference(fn, ref):
     refused = ArgumentTypeError(
         'a durable job is run by name in another process, so %r cannot be '
         'one: pass a module-level function (or class, or a method of one, '
-        'or of a persistent object), not a lambda, a nested function, a '
-        'partial or a method of a plain object' % (fn,))
-    if not module or not qualname or '<' in qualname:
+        'or of a persistent object) of an importable module, not a lambda, '
+        'a nested function, a partial, a method of a plain object or '
+        'anything of __main__' % (fn,))
+    if not module or not qualname or '<' in qualname \
+            or module == '__main__':
         raise refused
     dotted = '%s:%s' % (module, qualname)
     try:
@@ -308,7 +354,8 @@ def resolve(dotted):
 def _check_picklable(args, kwargs):
     """ArgumentTypeError unless the arguments pickle (persistent objects
     by reference, as the database stores them)."""
-    pickler = pickle.Pickler(io.BytesIO(), 3)
+    stream = io.BytesIO()
+    pickler = pickle.Pickler(stream, 3)
     pickler.persistent_id = (
         lambda obj: id(obj) if isinstance(obj, Persistent) else None)
     try:
@@ -318,6 +365,12 @@ def _check_picklable(args, kwargs):
             'the arguments of a durable job are stored in the database, so '
             'they must be picklable values and persistent objects: %s' % exc
         ) from None
+    for opcode, arg, _ in pickletools.genops(stream.getvalue()):
+        if opcode.name == 'GLOBAL' and arg.split(' ', 1)[0] == '__main__':
+            raise ArgumentTypeError(
+                'an argument of a durable job is an instance of %s, which '
+                'another process cannot import (it lives in __main__): '
+                'define it in a module' % arg.replace(' ', '.'))
 
 
 def _connection(site, found, connection):
@@ -337,6 +390,12 @@ def _connection(site, found, connection):
         raise ConfigurationError(
             'the site, the persistent arguments and connection= belong to '
             'different databases; a durable job lives in one database')
+    if any(jar is not jars[0] for jar in jars):
+        raise ConfigurationError(
+            'the site, the persistent arguments and connection= come from '
+            'different connections; a durable job is stored in the '
+            "caller's transaction through one: load them all through the "
+            "caller's connection")
     return jars[0]
 
 
@@ -368,20 +427,21 @@ def _wake(db, queue):
 
 def _read(job_id, read):
     """``read(queue, record)`` for the record of ``job_id`` in a fresh
-    connection of its database (record None when unknown)."""
-    db = _database_of(job_id)
-    manager = transaction.TransactionManager()
-    conn = db.open(transaction_manager=manager)
-    try:
-        folder = queuestore.queues(conn.root()) or {}
-        for queue in folder.values():
-            record = queue.jobs.get(job_id)
+    connection of its database (both None when unknown)."""
+    for db in _databases_of(job_id):
+        manager = transaction.TransactionManager()
+        try:
+            conn = db.open(transaction_manager=manager)
+        except Exception:  # a closed database of that name
+            continue
+        try:
+            queue, record = _find(job_id, conn.root())
             if record is not None:
                 return read(queue, record)
-        return read(None, None)
-    finally:
-        manager.abort()
-        conn.close()
+        finally:
+            manager.abort()
+            conn.close()
+    return read(None, None)
 
 
 def _time(seconds):
@@ -398,7 +458,7 @@ def _status(job_id, queue, record):
     return JobStatus(
         job_id, record.state, record.name, value, data, '',
         record.result, record.error, record.traceback, record.attempts,
-        record.cancel_requested, _time(record.created),
+        queue.cancel_requested(job_id), _time(record.created),
         _time(record.started), _time(record.finished), record.principal)
 
 
@@ -422,6 +482,9 @@ def wait(job_id, timeout=None, poll=0.05):
     seconds pass first.  Reads the database when a runner of this process
     settles a job, and every ``poll`` seconds (for the other
     processes)."""
+    if timeout is not None:
+        _check_seconds('timeout', timeout)
+    _check_seconds('poll', poll)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         status = get_status(job_id)
@@ -440,13 +503,27 @@ def cancel(job_id):
     check_cancelled() raises JobCancelled).  True when it could be
     cancelled, False when it had finished or is unknown."""
     def cancel_in(root, now):
-        for queue in (queuestore.queues(root) or {}).values():
-            record = queue.jobs.get(job_id)
-            if record is not None:
-                return queue.cancel(record, now)
+        queue, record = _find(job_id, root)
+        return record is not None and queue.cancel(record, now)
+    for db in _databases_of(job_id):
+        if _read_in(db, job_id) and in_transaction(
+                db, cancel_in, 'cipher.background: cancel %s' % job_id):
+            return True
+    return False
+
+
+def _read_in(db, job_id):
+    """True when ``db`` (open) holds the record of ``job_id``."""
+    manager = transaction.TransactionManager()
+    try:
+        conn = db.open(transaction_manager=manager)
+    except Exception:  # a closed database of that name
         return False
-    return in_transaction(_database_of(job_id), cancel_in,
-                          'cipher.background: cancel %s' % job_id)
+    try:
+        return _find(job_id, conn.root())[1] is not None
+    finally:
+        manager.abort()
+        conn.close()
 
 
 #: Attempts of a queue's own transaction (a claim, a cancel) that

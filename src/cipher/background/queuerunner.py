@@ -38,6 +38,7 @@ from cipher.background import shutdown
 from cipher.background._jobargs import from_refs
 from cipher.background._jobargs import result_oids
 from cipher.background.context import UnitOfWork
+from cipher.background.errors import AlreadyStarted
 from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import Interrupted
 from cipher.background.errors import JobCancelled
@@ -64,9 +65,12 @@ class _LeaseLost(Exception):
 
 
 class _Claim:
-    """What the run needs of a claimed record, read in the claim."""
+    """What the run needs of a claimed record, read in the claim; its
+    ``owner`` names this claim alone (not the runner, whose threads could
+    otherwise take each other's expired leases for their own)."""
 
     def __init__(self, job):
+        self.owner = job.owner
         self.id = job.id
         self.name = job.name
         self.note = job.note
@@ -97,11 +101,20 @@ class QueueRunner:
                 or threads < 1:
             raise ArgumentTypeError('threads must be a whole number >= 1, '
                                     'not %r' % (threads,))
-        for name, value in (('poll', poll), ('max_poll', max_poll)):
+        for name, value, least in (('poll', poll, 0), ('max_poll', max_poll, 0),
+                                   ('keep_seconds', keep_seconds, -1)):
             if isinstance(value, bool) or not isinstance(
-                    value, (int, float)) or not 0 < value < float('inf'):
-                raise ArgumentTypeError('%s must be a number of seconds > 0,'
-                                        ' not %r' % (name, value))
+                    value, (int, float)) or not least < value < float('inf'):
+                raise ArgumentTypeError('%s must be a number of seconds %s, '
+                                        'not %r' % (name, '> 0' if least == 0
+                                                    else '>= 0', value))
+        if isinstance(keep_count, bool) or not isinstance(keep_count, int) \
+                or keep_count < 0:
+            raise ArgumentTypeError('keep_count must be a whole number >= 0,'
+                                    ' not %r' % (keep_count,))
+        if not isinstance(queue, str) or not queue:
+            raise ArgumentTypeError('queue must be a non-empty str, not %r'
+                                    % (queue,))
         self.db = db
         self.queue = queue
         self.threads = threads
@@ -130,7 +143,11 @@ class QueueRunner:
         return any(thread.is_alive() for thread in self._threads)
 
     def start(self):
-        """Start the threads; return self."""
+        """Start the threads; return self.  Once: AlreadyStarted for a
+        second start (make a new runner)."""
+        if self._threads:
+            raise AlreadyStarted('this QueueRunner was started already; '
+                                 'make a new one to start again')
         install(self.db, self.queue)
         durable.add_runner(self.db, self.queue, self)
         shutdown.register(self)
@@ -180,7 +197,11 @@ class QueueRunner:
                 continue
             if time.monotonic() - self._pruned >= PRUNE_INTERVAL:
                 self._pruned = time.monotonic()
-                self.prune()
+                try:
+                    self.prune()
+                except Exception:
+                    log.exception('Queue %s: pruning failed; going on',
+                                  self.queue)
             self._wake.wait(delay)
             delay = min(delay * 2, self.max_poll)
 
@@ -213,7 +234,7 @@ class QueueRunner:
         def claim(queue, now):
             queue.fire_due(now, lambda schedule, slot: durable.scheduled_job(
                 schedule, slot, self.db))
-            job = queue.claim(self.owner, now)
+            job = queue.claim('%s:%s' % (self.owner, new_id()[:8]), now)
             return None if job is None else _Claim(job)
         return self._in_transaction(claim, 'claim')
 
@@ -241,9 +262,14 @@ class QueueRunner:
             self._settle(claim, _give_back)  # this runner is stopping
         except Exception as exc:
             self._failed(claim, exc)
-        except BaseException:
-            self._settle(claim, _give_back)
-            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and \
+                    threading.current_thread() is threading.main_thread():
+                self._settle(claim, _give_back)  # Ctrl-C in run_pending()
+                raise
+            # SystemExit (or the like) from the job's code: its failure,
+            # never the end of this thread.
+            self._failed(claim, exc)
         finally:
             handle.close()
             durable.notify_settled()
@@ -254,7 +280,7 @@ class QueueRunner:
         queue = queuestore.get_queue(conn.root(), self.queue)
         job = queue.jobs.get(claim.id) if queue is not None else None
         if job is None or job.state != states.RUNNING \
-                or job.owner != self.owner:
+                or job.owner != claim.owner:
             raise _LeaseLost('its record is %r now' % (job,))
 
         def load(ref):
@@ -265,6 +291,8 @@ class QueueRunner:
                     'the persistent argument %r is no longer in the '
                     'database' % (ref.obj,)) from None
 
+        if handle.cancelled():  # asked before it started (a retry, say)
+            raise JobCancelled('job %s was cancelled' % job.id)
         fn = _callable(job.call, load)
         token = jobruntime.current_job_var.set(handle)
         try:
@@ -272,6 +300,8 @@ class QueueRunner:
                         **from_refs(job.kwargs, load))
         finally:
             jobruntime.current_job_var.reset(token)
+        if handle.cancelled():  # asked meanwhile: undo it all
+            raise JobCancelled('job %s was cancelled' % job.id)
         queue.finish(job, states.SUCCEEDED, time.time(),
                      result=result_oids(result))
         return result
@@ -304,7 +334,7 @@ class QueueRunner:
         def settle(queue, now):
             job = queue.jobs.get(claim.id)
             if job is not None and job.state == states.RUNNING \
-                    and job.owner == self.owner:
+                    and job.owner == claim.owner:
                 update(queue, job, now)
         self._in_transaction(settle, 'settle %s' % claim.id)
 
@@ -373,6 +403,15 @@ class _RunningJob:
             self._manager.abort()
             self._last_read = now
         return self._status
+
+    def cancelled(self):
+        """True when a cancel of this job is committed now (read afresh,
+        outside the job's transaction, which a cancel never touches)."""
+        queue = self._queue()
+        try:
+            return queue is not None and queue.cancel_requested(self.id)
+        finally:
+            self._manager.abort()
 
     def update(self, job_id, progress=None, progress_data=None):
         now = time.monotonic()

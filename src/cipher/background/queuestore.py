@@ -20,12 +20,16 @@ Everything lives under one key of the database root,
 * ``finished``: (finished time, id) -> id, what pruning walks;
 * ``progress``: id -> (value, data) that running jobs report, written in
   transactions of their own (never in the job's), a few a second at most;
-* ``schedules``: name -> :class:`Schedule`, the jobs made at each slot.
+* ``schedules``: name -> :class:`Schedule`, the jobs made at each slot;
+* ``cancels``: id -> True for running jobs asked to stop (kept apart from
+  the record, which the job's own transaction writes: a cancel must not
+  make that commit conflict, and the job run again).
 
 Times are seconds since the epoch (``time.time()``), comparable across
 processes and machines whose clocks agree.
 """
 import datetime
+import logging
 import random
 import time
 
@@ -36,6 +40,8 @@ from zc.queue import Queue
 
 from cipher.background import jobstore as states
 from cipher.background.errors import ConfigurationError
+
+log = logging.getLogger('cipher.background.queue')
 
 #: The key of the database root under which the queues live.
 ROOT_KEY = 'cipher.background.queues'
@@ -60,7 +66,6 @@ class DurableJob(Persistent):
     result = None
     error = None
     traceback = None
-    cancel_requested = False
 
     slot = None  # for a scheduled job: the time of its slot
     schedule = None  # and the name of its schedule
@@ -141,6 +146,7 @@ class JobQueue(Persistent):
         self.leases = OOBTree()
         self.finished = OOBTree()
         self.progress = OOBTree()
+        self.cancels = OOBTree()
 
     # -- in the caller's transaction --
 
@@ -159,8 +165,14 @@ class JobQueue(Persistent):
             self.backlog[(now, job.id)] = job.id
 
     def add_schedule(self, schedule):
+        """Add ``schedule``; one of the same name and the same timing
+        keeps its next slot (start-up code may declare it every time)."""
         if self.schedules is None:
             self.schedules = OOBTree()
+        old = self.schedules.get(schedule.name)
+        if old is not None and (old.every, old.cron) == (schedule.every,
+                                                         schedule.cron):
+            schedule.next_run = old.next_run
         self.schedules[schedule.name] = schedule
 
     def remove_schedule(self, name):
@@ -175,8 +187,15 @@ class JobQueue(Persistent):
         fired = 0
         for schedule in (self.schedules or {}).values():
             if schedule.next_run <= now:
+                try:
+                    following = schedule.following(now)
+                except Exception:  # that one only: the queue goes on
+                    log.exception('Schedule %s of queue %s cannot find its '
+                                  'next slot; it is skipped',
+                                  schedule.name, self.name)
+                    continue
                 self.add(make_job(schedule, schedule.next_run))
-                schedule.next_run = schedule.following(now)
+                schedule.next_run = following
                 fired += 1
         return fired
 
@@ -202,7 +221,7 @@ class JobQueue(Persistent):
         return job
 
     def _expired(self, now):
-        for job_id, lease_end in self.leases.items():
+        for job_id, lease_end in list(self.leases.items()):
             if lease_end < now:
                 job = self.jobs.get(job_id)
                 del self.leases[job_id]
@@ -210,8 +229,10 @@ class JobQueue(Persistent):
                     continue
                 if job.attempts >= job.max_attempts:
                     self.finish(job, states.FAILED, now, error=(
-                        'LeaseExpired: its runner stopped answering during '
-                        'attempt %d of %d' % (job.attempts, job.max_attempts)))
+                        'LeaseExpired: its lease of %gs ran out during '
+                        'attempt %d of %d (its runner died, or the job ran '
+                        'longer than its lease)' % (
+                            job.lease, job.attempts, job.max_attempts)))
                     continue
                 job.state = states.QUEUED
                 return job
@@ -251,6 +272,7 @@ class JobQueue(Persistent):
         job.finished = now
         job.owner = job.lease_end = None
         self.leases.pop(job.id, None)
+        self.cancels.pop(job.id, None)
         self.finished[(now, job.id)] = job.id
 
     def reschedule(self, job, now, delay, **fields):
@@ -272,9 +294,12 @@ class JobQueue(Persistent):
             self.finish(job, states.CANCELLED, now)
             return True
         if job.state == states.RUNNING:
-            job.cancel_requested = True
+            self.cancels[job.id] = True
             return True
         return False
+
+    def cancel_requested(self, job_id):
+        return job_id in self.cancels
 
     def prune(self, now, max_age, max_count):
         """Forget finished jobs older than ``max_age`` seconds, and the
