@@ -16,34 +16,22 @@ A mistake a user can make is one line on stderr, never a traceback: exit
 status 2 for a usage mistake, 1 for a failure.
 """
 import argparse
-import importlib
 import os
-import signal
 import sys
-import threading
 import time
 
+from cipher.background import _cliprocess
+from cipher.background._cliopen import Parser
+from cipher.background._cliopen import UsageError
+from cipher.background._cliopen import open_file_storage
+from cipher.background._cliwork import STOP_GRACE_SECONDS
+from cipher.background._cliwork import run_jobs
+from cipher.background._cliwork import run_worker
 from cipher.background.errors import BackgroundError
 from cipher.background.errors import BadProcessFile
 from cipher.background.errors import CommandError
 from cipher.background.errors import ConfigurationError
-from cipher.background.host import get_host
-from cipher.background.security import SYSTEM
 
-#: Seconds workers get to finish their unit after SIGTERM or SIGINT.
-STOP_GRACE_SECONDS = 60
-
-
-class _UsageError(Exception):
-    """A usage mistake reported as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError('%s (see %s --help)' % (message, self.prog))
-
-
-# -- demo --
 
 def _demo(args):
     from ZODB import DB
@@ -63,7 +51,7 @@ def _demo(args):
     except OSError as exc:
         raise CommandError('cannot create the folder of --db %s: %s'
                            % (args.db, exc.strerror))
-    db = DB(_open_file_storage(args.db))
+    db = DB(open_file_storage(args.db))
     try:
         try:
             job_id, name = demo.simulated_request(db, args.user)
@@ -95,61 +83,6 @@ def _demo(args):
     return 0
 
 
-def _check_file_storage(path, option):
-    """A usage error unless ``path`` is a FileStorage file, or nothing yet
-    (checked before FileStorage makes its .lock, .tmp and .index files
-    beside it)."""
-    if not path:
-        raise _UsageError('%s needs a file name' % option)
-    if not os.path.exists(path):
-        return
-    if not os.path.isfile(path):
-        raise _UsageError('%s %s is not a regular file' % (option, path))
-    with open(path, 'rb') as f:
-        magic = f.read(4)
-    if magic and magic not in _FILE_STORAGE_MAGIC:
-        raise _UsageError('%s %s is not a FileStorage file (it does not '
-                          'start with FS21 or FS30)' % (option, path))
-
-
-#: The first bytes of a FileStorage file (ZODB 5 and 6 on Python 3, and
-#: older files).
-_FILE_STORAGE_MAGIC = (b'FS30', b'FS21')
-
-
-def _open_file_storage(path):
-    from zc.lockfile import LockError
-    from ZODB.FileStorage import FileStorage
-
-    _check_file_storage(path, '--db')
-    made = _files_beside(path)
-    try:
-        return FileStorage(path)
-    except LockError:
-        raise CommandError('%s is in use by another process (a Zope '
-                           'instance, a ZEO server or a worker): stop it, '
-                           'or use another --db' % path)
-    except Exception as exc:
-        _remove_new(made)
-        raise _UsageError('cannot open %s as a FileStorage: %s: %s'
-                          % (path, type(exc).__name__, _one_line(exc)))
-
-
-def _files_beside(path):
-    """The files FileStorage makes beside ``path`` that are not there yet
-    (to remove when opening fails)."""
-    return [path + suffix for suffix in ('.lock', '.tmp', '.index')
-            if not os.path.exists(path + suffix)]
-
-
-def _remove_new(paths):
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
 def _show_progress(progress, end):
     value, data = progress
     value = max(0, value)
@@ -173,304 +106,6 @@ def _print_outcome(db, name):
         user = record.user.decode('utf-8').split(' ', 1)[-1]
         note = record.description.decode('utf-8').replace('\n', ' / ')
         print('  %-8s %s' % (user or '-', note))
-
-
-# -- worker --
-
-def _open_database(uri, connect_timeout=None):
-    import zodburi
-    from zc.lockfile import LockError
-    from ZEO.Exceptions import ClientDisconnected
-    from ZODB import DB
-
-    if uri.startswith('zeo://') and connect_timeout is not None:
-        uri = _with_wait_timeout(uri, connect_timeout)
-    try:
-        factory, db_kwargs = zodburi.resolve_uri(uri)
-    except Exception as exc:
-        raise _UsageError('cannot use --zodb %r: %s; use a URI such as '
-                          'file:///path/Data.fs or zeo://host:port'
-                          % (uri, _one_line(exc)))
-    if uri.startswith('file://'):
-        path = uri[len('file://'):].split('?', 1)[0]
-        if not os.path.exists(path):
-            raise _UsageError('no database file at %s; check --zodb'
-                              % path)
-        _check_file_storage(path, '--zodb')
-        made = _files_beside(path)
-    server = None
-    if uri.startswith('zeo://'):
-        server = uri[len('zeo://'):].split('?', 1)[0]
-        print('cipher-background: connecting to the ZEO server at %s '
-              '(waiting up to %s s: --connect-timeout)'
-              % (server, connect_timeout), file=sys.stderr, flush=True)
-    try:
-        return DB(factory(), **db_kwargs)
-    except ClientDisconnected as exc:
-        raise CommandError('no ZEO server answered at %s within %s s (%s); '
-                           'start it, or check --zodb'
-                           % (server, connect_timeout, _one_line(exc)))
-    except Exception as exc:
-        if uri.startswith('file://') and not isinstance(exc, LockError):
-            _remove_new(made)
-            raise _UsageError('cannot open the database %s: %s: %s' % (
-                uri.split('?', 1)[0], type(exc).__name__, _one_line(exc)))
-        raise CommandError('cannot open the database %s: %s'
-                           % (uri.split('?', 1)[0], _one_line(exc)))
-
-
-def _with_wait_timeout(uri, seconds):
-    """``uri`` with ZEO's ``wait_timeout`` set to ``seconds`` (whole
-    seconds, as zodburi takes them), replacing any given in the URI."""
-    from urllib.parse import parse_qsl
-    from urllib.parse import urlencode
-    base, _, query = uri.partition('?')
-    params = [(key, value) for key, value in parse_qsl(query)
-              if key != 'wait_timeout']
-    params.append(('wait_timeout', str(seconds)))
-    return base + '?' + urlencode(params)
-
-
-def _one_line(exc):
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-def _worker_class(spec):
-    from cipher.background.thread import BackgroundWorkerThread
-
-    module_name, _, class_name = spec.partition(':')
-    if not module_name or not class_name:
-        raise _UsageError('--worker takes MODULE:CLASS, not %r' % spec)
-    # As `celery` and `gunicorn` do: a module in the current directory
-    # is found without PYTHONPATH.
-    if os.getcwd() not in sys.path and '' not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:
-        raise _UsageError('cannot import the worker %s: %s: %s' % (
-            spec, type(exc).__name__, _one_line(exc)))
-    if not (isinstance(cls, type) and issubclass(cls,
-                                                 BackgroundWorkerThread)):
-        raise _UsageError('%s is not a BackgroundWorkerThread subclass'
-                          % spec)
-    return cls
-
-
-def _make_workers(db, cls, args):
-    """The workers, made once the site and the user were found as a unit
-    of work finds them (else a usage error, exit status 2, nothing
-    started)."""
-    from cipher.background.context import UnitOfWork
-    from cipher.background.errors import NotASite
-    from cipher.background.errors import PrincipalNotFound
-    from cipher.background.errors import SiteNotFound
-
-    user = SYSTEM if args.system else args.user
-    try:
-        conn = db.open()
-        try:
-            site = get_host().find_site(conn, args.site)
-            unit = UnitOfWork.capture(site=site, db=db, user=user)
-            try:
-                workers = [cls.forSite(site, user, daemon=True)
-                           for _ in range(args.threads)]
-            except (SiteNotFound, NotASite, PrincipalNotFound):
-                raise
-            except (Exception, SystemExit, KeyboardInterrupt) as exc:
-                raise _UsageError('cannot make the worker %s: %s: %s' % (
-                    args.worker, type(exc).__name__, _one_line(exc)))
-        finally:
-            conn.close()
-        with unit.entered():
-            pass  # the principal is looked up on the way in
-    except (SiteNotFound, NotASite, PrincipalNotFound) as exc:
-        raise _UsageError(_one_line(exc))
-    return workers
-
-
-#: The signals that stop the workers gracefully.
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def _worker(args):
-    if args.threads < 1:
-        raise _UsageError('--threads must be at least 1')
-    cls = _worker_class(args.worker)
-    db = _open_database(args.zodb, args.connect_timeout)
-    workers = []
-    try:
-        workers = _make_workers(db, cls, args)
-        stop = threading.Event()
-        handlers = {signum: signal.signal(signum, lambda *a: stop.set())
-                    for signum in _STOP_SIGNALS}
-        try:
-            for worker in workers:
-                worker.start()
-            print('cipher-background: %d worker(s) %s running on %s'
-                  % (len(workers), args.worker, args.zodb.split('?', 1)[0]),
-                  file=sys.stderr, flush=True)
-            while not stop.is_set() and any(w.is_alive() for w in workers):
-                stop.wait(1.0)
-        finally:
-            for worker in workers:
-                worker.stop(0)  # ask all first, then wait for each
-            deadline = time.monotonic() + args.grace
-            for worker in workers:
-                worker.stop(max(0, deadline - time.monotonic()))
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
-    finally:
-        if not any(worker.is_alive() for worker in workers):
-            db.close()  # never under a live worker
-    alive = [worker for worker in workers if worker.is_alive()]
-    return _worker_exit_status(workers, alive, args.grace)
-
-
-def _worker_exit_status(workers, alive, grace):
-    """0 when every worker stopped or ended cleanly; else 1, with a line
-    on stderr per worker that crashed or outlived the grace time."""
-    failed = False
-    for worker in alive:
-        print('cipher-background: error: %s did not stop within %s s; the '
-              'database was left open' % (worker.name, grace),
-              file=sys.stderr)
-        failed = True
-    for worker in workers:
-        status = worker.status
-        if status.state in ('crashed', 'interrupted'):
-            print('cipher-background: error: %s %s: %s'
-                  % (worker.name, status.state, status.last_error),
-                  file=sys.stderr)
-            failed = True
-    return 1 if failed else 0
-
-
-# -- durable jobs --
-
-def _jobs(args):
-    from cipher.background.queuerunner import QueueRunner
-
-    if args.threads < 1:
-        raise _UsageError('--threads must be at least 1')
-    if args.poll <= 0:
-        raise _UsageError('--poll must be more than 0 seconds')
-    # Job functions are imported by name: from the current directory too.
-    if os.getcwd() not in sys.path and '' not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    db = _open_database(args.zodb, args.connect_timeout)
-    stopped = False
-    try:
-        runner = QueueRunner(db, args.queue, threads=args.threads,
-                             poll=args.poll,
-                             max_poll=max(args.poll, args.max_poll))
-        stop = threading.Event()
-        handlers = {signum: signal.signal(signum, lambda *a: stop.set())
-                    for signum in _STOP_SIGNALS}
-        try:
-            runner.start()
-            print('cipher-background: %d thread(s) serving the queue %s of %s'
-                  % (args.threads, args.queue, args.zodb.split('?', 1)[0]),
-                  file=sys.stderr, flush=True)
-            stop.wait()
-        finally:
-            stopped = runner.stop(args.grace)
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
-    finally:
-        if stopped:
-            db.close()  # never under a running job
-    if not stopped:
-        print('cipher-background: error: jobs did not finish within %s s; '
-              'the database was left open (their leases will run out)'
-              % args.grace, file=sys.stderr)
-        return 1
-    return 0
-
-
-# -- named background processes --
-
-def _start(args):
-    from cipher.background import process
-    command = args.command
-    if '--' in command:  # options may stand between NAME and --
-        options, command = (command[:command.index('--')],
-                            command[command.index('--') + 1:])
-        args.rundir = _start_options(options, args.rundir)
-    if not command:
-        raise _UsageError('start needs a command: start NAME -- COMMAND...')
-    pid = process.run_in_background(args.name, command, rundir=args.rundir)
-    if pid is None:
-        print('%s is already running' % args.name)
-    else:
-        print('started %s, pid %d' % (args.name, pid))
-    return 0
-
-
-def _start_options(options, rundir):
-    """The --rundir among the ``options`` given after NAME (the only
-    option of start)."""
-    parser = _Parser(prog='cipher-background start', add_help=False)
-    parser.add_argument('--rundir', default=rundir)
-    return parser.parse_args(options).rundir
-
-
-def _stop(args):
-    from cipher.background import process
-    before = process.status(args.name, rundir=args.rundir)
-    if before.problem:
-        raise BadProcessFile(before.problem)
-    if not before.active:
-        print('%s was not running' % args.name)
-        return 0
-    after = process.stop(args.name, rundir=args.rundir,
-                         timeout=args.timeout, force=args.kill)
-    if after.running:
-        print('%s is still running, pid %d, %s s after SIGTERM%s'
-              % (args.name, after.pid, args.timeout,
-                 '' if args.kill else ' (--kill sends SIGKILL after '
-                 '--timeout)'), file=sys.stderr)
-        return 1
-    if after.leftovers:
-        print('%s ended, but processes it started still run: %s'
-              % (args.name, ' '.join(map(str, after.leftovers))),
-              file=sys.stderr)
-        return 1
-    print('stopped %s' % args.name)
-    return 0
-
-
-def _status(args):
-    from cipher.background import process
-    names = [args.name] if args.name else process.names(args.rundir)
-    running = False
-    for name in names:
-        try:
-            status = process.status(name, rundir=args.rundir)
-        except ConfigurationError as exc:
-            if args.name:
-                raise
-            print('%s: unknown: %s' % (name, exc))
-            continue
-        command = ' '.join(status.command or ())
-        if status.problem:
-            print('%s: unknown: %s' % (name, status.problem))
-        elif status.running:
-            running = True
-            print('%s: running, pid %d: %s' % (name, status.pid, command))
-        elif status.leftovers:
-            running = True
-            print('%s: ended with exit status %s, leaving %s running: %s'
-                  % (name, status.returncode,
-                     ' '.join(map(str, status.leftovers)), command))
-        elif status.returncode is not None:
-            print('%s: stopped, exit status %d: %s'
-                  % (name, status.returncode, command))
-        else:
-            print('%s: not running' % name)
-    # As init scripts do: 3 when the one process asked about is not running.
-    return 0 if running or not args.name else 3
 
 
 def _seconds(text):
@@ -501,11 +136,11 @@ def _whole_seconds(text):
 
 
 def _parser():
-    parser = _Parser(
+    parser = Parser(
         prog='cipher-background',
         description='Background work for Zope and ZODB applications.')
     commands = parser.add_subparsers(dest='command_name', metavar='COMMAND',
-                                     parser_class=_Parser)
+                                     parser_class=Parser)
     demo = commands.add_parser(
         'demo', help='run the publication example on a FileStorage',
         description='Create a site with a local publisher and a draft '
@@ -550,7 +185,7 @@ def _parser():
                         default=30, metavar='SECONDS',
                         help='how long to wait for a ZEO server, in whole '
                         'seconds (default: %(default)s)')
-    worker.set_defaults(run=_worker)
+    worker.set_defaults(run=run_worker)
 
     jobs = commands.add_parser(
         'jobs', help='run durable jobs in this process',
@@ -582,11 +217,12 @@ def _parser():
                       metavar='SECONDS',
                       help='how long to wait for a ZEO server, in whole '
                       'seconds (default: %(default)s)')
-    jobs.set_defaults(run=_jobs)
+    jobs.set_defaults(run=run_jobs)
 
-    for name, run, help in [('start', _start, 'start a named process'),
-                            ('stop', _stop, 'stop a named process'),
-                            ('status', _status, 'show named processes')]:
+    for name, run, help in [
+            ('start', _cliprocess.start, 'start a named process'),
+            ('stop', _cliprocess.stop, 'stop a named process'),
+            ('status', _cliprocess.status, 'show named processes')]:
         sub = commands.add_parser(name, help=help, description=help + '.')
         if name == 'status':
             sub.add_argument('name', nargs='?', metavar='NAME')
@@ -616,11 +252,11 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         if getattr(args, 'run', None) is None:
-            raise _UsageError('name a command: demo, worker, jobs, start, '
-                              'stop or status (see cipher-background '
-                              '--help)')
+            raise UsageError('name a command: demo, worker, jobs, start, '
+                             'stop or status (see cipher-background '
+                             '--help)')
         return args.run(args)
-    except (_UsageError, ConfigurationError, BadProcessFile) as exc:
+    except (UsageError, ConfigurationError, BadProcessFile) as exc:
         # Mistakes that a restart cannot fix: 2, so that supervisors
         # (RestartPreventExitStatus=2) do not start it again and again.
         print('cipher-background: error: %s' % exc, file=sys.stderr)

@@ -39,6 +39,7 @@ from cipher.background.errors import WaitTimeout
 from cipher.background.host import get_host
 from cipher.background.jobstore import JobStatus
 from cipher.background.scheduler import _check_callable
+from cipher.background.scope import CommitWatch
 from cipher.background.scheduler import new_id
 from cipher.background.security import check_principal_id
 from cipher.background.sites import database_identity
@@ -533,19 +534,27 @@ _ATTEMPTS = 20
 
 def in_transaction(db, fn, note):
     """``fn(root, now)`` in a transaction of its own (a connection of
-    ``db``, a manager of its own), committed with ``note``; conflicts are
-    retried with a short random backoff.  Returns what ``fn`` returns."""
+    ``db``, a manager of its own), committed with ``note``; conflicts, and
+    any failure of the commit before its vote (nothing was committed), are
+    retried with a short random backoff.  Returns what ``fn`` returns.
+    A failure after the vote is raised: its outcome is unknown."""
     manager = transaction.TransactionManager()
     for attempt in range(_ATTEMPTS):
         conn = db.open(transaction_manager=manager)
+        committing = False
         try:
             manager.begin()
+            watch = CommitWatch(manager)
+            watch.ours = True
+            manager.get().join(watch)
             result = fn(conn.root(), time.time())
             manager.get().note(note)
+            committing = True
             manager.commit()
             return result
         except Exception as exc:
-            retry = manager.get().isRetryableError(exc)
+            retry = manager.get().isRetryableError(exc) or (
+                committing and not watch.voted)
             manager.abort()
             if not retry:
                 raise

@@ -101,7 +101,8 @@ class QueueRunner:
                 or threads < 1:
             raise ArgumentTypeError('threads must be a whole number >= 1, '
                                     'not %r' % (threads,))
-        for name, value, least in (('poll', poll, 0), ('max_poll', max_poll, 0),
+        for name, value, least in (('poll', poll, 0),
+                                   ('max_poll', max_poll, 0),
                                    ('keep_seconds', keep_seconds, -1)):
             if isinstance(value, bool) or not isinstance(
                     value, (int, float)) or not least < value < float('inf'):
