@@ -135,6 +135,20 @@ def _whole_seconds(text):
     return int(text)
 
 
+def _add_database_options(command, what):
+    """--zodb, --grace and --connect-timeout, which worker and jobs share."""
+    command.add_argument('--zodb', required=True, metavar='URI',
+                         help='file://, zeo://, memory:// or zconfig:// URI')
+    command.add_argument('--grace', type=_seconds,
+                         default=STOP_GRACE_SECONDS, metavar='SECONDS',
+                         help='how long %s may take to finish at a stop '
+                         '(default: %%(default)s)' % what)
+    command.add_argument('--connect-timeout', type=_whole_seconds,
+                         default=30, metavar='SECONDS',
+                         help='how long to wait for a ZEO server, in whole '
+                         'seconds (default: %(default)s)')
+
+
 def _parser():
     parser = Parser(
         prog='cipher-background',
@@ -163,8 +177,7 @@ def _parser():
         'when every worker stopped cleanly, 1 when one crashed or outlived '
         '--grace, 2 for a usage mistake (an unknown site or user '
         'included).  MODULE is imported from the current directory too.')
-    worker.add_argument('--zodb', required=True, metavar='URI',
-                        help='file://, zeo://, memory:// or zconfig:// URI')
+    _add_database_options(worker, 'the current units')
     worker.add_argument('--site', required=True, metavar='PATH',
                         help='path of the site from the root, e.g. /site')
     worker.add_argument('--worker', required=True, metavar='MODULE:CLASS',
@@ -177,14 +190,6 @@ def _parser():
                      help='run unchecked, as the system user, on purpose')
     worker.add_argument('--threads', type=int, default=1, metavar='N',
                         help='how many workers (default: 1)')
-    worker.add_argument('--grace', type=_seconds, default=STOP_GRACE_SECONDS,
-                        metavar='SECONDS',
-                        help='how long the current units may take to finish '
-                        'at a stop (default: %(default)s)')
-    worker.add_argument('--connect-timeout', type=_whole_seconds,
-                        default=30, metavar='SECONDS',
-                        help='how long to wait for a ZEO server, in whole '
-                        'seconds (default: %(default)s)')
     worker.set_defaults(run=run_worker)
 
     jobs = commands.add_parser(
@@ -195,8 +200,7 @@ def _parser():
         'taken by another one when its lease runs out.  Exit status 0 when '
         'every thread stopped, 1 when one outlived --grace, 2 for a '
         'mistake a restart cannot fix.')
-    jobs.add_argument('--zodb', required=True, metavar='URI',
-                      help='file://, zeo://, memory:// or zconfig:// URI')
+    _add_database_options(jobs, 'the jobs being run')
     jobs.add_argument('--queue', default='default', metavar='NAME',
                       help='the queue to serve (default: %(default)s)')
     jobs.add_argument('--threads', type=int, default=2, metavar='N',
@@ -209,14 +213,6 @@ def _parser():
                       metavar='SECONDS',
                       help='the longest an idle thread waits between two '
                       'looks (default: %(default)s)')
-    jobs.add_argument('--grace', type=_seconds, default=STOP_GRACE_SECONDS,
-                      metavar='SECONDS',
-                      help='how long the jobs being run may take to finish '
-                      'at a stop (default: %(default)s)')
-    jobs.add_argument('--connect-timeout', type=_whole_seconds, default=30,
-                      metavar='SECONDS',
-                      help='how long to wait for a ZEO server, in whole '
-                      'seconds (default: %(default)s)')
     jobs.set_defaults(run=run_jobs)
 
     for name, run, help in [
