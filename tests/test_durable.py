@@ -147,7 +147,7 @@ def test_a_job_whose_runner_died_is_run_again_once(file_db, site):
     job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'once'))
     transaction.commit()
     dead = QueueRunner(file_db)
-    assert dead._claim().id == job_id  # claimed; then the process died
+    assert dead._claim()[0].id == job_id  # claimed; then the process died
     assert QueueRunner(file_db).run_pending() == 0  # its lease holds
     with file_db.transaction() as conn:  # the lease runs out
         queue = get_queue(conn.root())
@@ -476,3 +476,20 @@ def test_a_runner_starts_once_and_checks_its_options(file_db):
                    dict(keep_count=-1), dict(keep_seconds=float('nan'))):
         with pytest.raises(ArgumentTypeError):
             QueueRunner(file_db, **kwargs)
+
+
+def test_a_batch_claimed_is_run_or_given_back(file_db, site):
+    ids = as_editor(site, lambda: [enqueue(durable_jobs.count, 'b%d' % n)
+                                   for n in range(5)])
+    transaction.commit()
+    runner = QueueRunner(file_db, threads=2)
+    claims = runner._claim(3)  # one transaction, three leases
+    assert len(claims) == 3
+    runner._ready.extend(claims)
+    runner._give_back_ready()  # stopping: back to the queue, uncounted
+    assert runner.run_one(batch=2)  # claims two, runs one, keeps one
+    assert len(runner._ready) == 1
+    assert runner.run_pending() == 4
+    statuses = [get_status(job_id) for job_id in ids]
+    assert {(s.state, s.attempts) for s in statuses} == {('succeeded', 1)}
+    assert counters(file_db) == {'b%d' % n: 1 for n in range(5)}

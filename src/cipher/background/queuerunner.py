@@ -20,6 +20,7 @@ A runner that dies holds its lease until it runs out; then any runner
 claims the job again.  Progress and cancellation are read and written in
 transactions of their own, a few a second at most.
 """
+import collections
 import logging
 import os
 import socket
@@ -130,6 +131,7 @@ class QueueRunner:
                                    new_id()[:8])
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._ready = collections.deque()  # claimed here, not yet run
         self._threads = []
         durable.register_database(db)
 
@@ -188,7 +190,7 @@ class QueueRunner:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                ran = self.run_one()
+                ran = self.run_one(batch=self.threads)
             except Exception:
                 log.exception('Queue %s: the runner failed; going on',
                               self.queue)
@@ -205,6 +207,7 @@ class QueueRunner:
                                   self.queue)
             self._wake.wait(delay)
             delay = min(delay * 2, self.max_poll)
+        self._give_back_ready()
 
     # -- work --
 
@@ -223,21 +226,48 @@ class QueueRunner:
             lambda queue, now: queue.prune(now, self.keep_seconds,
                                            self.keep_count), 'prune') or 0
 
-    def run_one(self):
-        """Claim one due job and run it; False when none was due."""
-        claim = self._claim()
-        if claim is None:
-            return False
+    def run_one(self, batch=1):
+        """Run one due job; False when none was due.  A job another thread
+        of this runner claimed comes first; else up to ``batch`` jobs are
+        claimed in one transaction, and the others wait here for the other
+        threads (a claim transaction per job costs more than the job)."""
+        try:
+            claim = self._ready.popleft()
+        except IndexError:
+            claims = self._claim(batch)
+            if not claims:
+                return False
+            claim = claims.pop(0)
+            if claims:
+                self._ready.extend(claims)
+                self._wake.set()  # for the other threads
         self._run(claim)
         return True
 
-    def _claim(self):
+    def _claim(self, batch=1):
+        """Up to ``batch`` claims, in one transaction (schedules due fire
+        first)."""
         def claim(queue, now):
             queue.fire_due(now, lambda schedule, slot: durable.scheduled_job(
                 schedule, slot, self.db))
-            job = queue.claim('%s:%s' % (self.owner, new_id()[:8]), now)
-            return None if job is None else _Claim(job)
-        return self._in_transaction(claim, 'claim')
+            claims = []
+            while len(claims) < batch:
+                job = queue.claim('%s:%s' % (self.owner, new_id()[:8]), now)
+                if job is None:
+                    break
+                claims.append(_Claim(job))
+            return claims
+        return self._in_transaction(claim, 'claim') or []
+
+    def _give_back_ready(self):
+        """Give back what was claimed here and will not be run (the
+        runner stops): it goes to the queue again, no attempt counted."""
+        while True:
+            try:
+                claim = self._ready.popleft()
+            except IndexError:
+                return
+            self._settle(claim, _give_back)
 
     def _run(self, claim):
         uow = UnitOfWork(self.db, claim.site_oid, claim.principal,
