@@ -552,18 +552,24 @@ def test_kill_refuses_what_is_no_signal(rundir, sig):
         process.kill('any', sig, rundir=rundir)
 
 
-def test_the_command_is_looked_up_in_the_path_it_will_run_with(rundir):
+def test_the_command_is_looked_up_in_the_path_it_will_run_with(
+        rundir, tmp_path, monkeypatch):
     # env without PATH: the default path, as exec looks it up.
     assert process.run_in_background('defaulted', ['sleep', '300'],
                                      rundir=rundir, env={})
-    here = os.path.dirname(sys.executable)
-    if os.path.realpath(here) not in map(os.path.realpath, os.defpath.split(
-            os.pathsep)):
-        with pytest.raises(ConfigurationError, match='was not found'):
-            process.run_in_background(
-                'elsewhere', [os.path.basename(sys.executable), '-V'],
-                rundir=rundir, env={})
-        assert not os.path.exists(os.path.join(rundir, 'elsewhere.log'))
+    # A program only the caller's PATH finds is not found for env={}.
+    private = tmp_path / 'private-bin'
+    private.mkdir()
+    program = private / 'only-here'
+    program.write_text('#!/bin/sh\nexit 0\n')
+    program.chmod(0o755)
+    monkeypatch.setenv('PATH', '%s%s%s' % (private, os.pathsep,
+                                           os.environ['PATH']))
+    assert process.run_in_background('found', ['only-here'], rundir=rundir)
+    with pytest.raises(ConfigurationError, match='was not found'):
+        process.run_in_background('elsewhere', ['only-here'],
+                                  rundir=rundir, env={})
+    assert not os.path.exists(os.path.join(rundir, 'elsewhere.log'))
 
 
 def test_stop_resumes_a_stopped_supervisor_so_it_records_the_end(rundir):
