@@ -451,7 +451,8 @@ def _time(seconds):
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
-def _status(job_id, queue, record):
+def status_of(job_id, queue, record):
+    """The JobStatus of ``record`` (None: unknown) in ``queue``."""
     if record is None:
         return JobStatus(job_id)
     progress = queue.progress.get(job_id) if queue is not None else None
@@ -465,7 +466,7 @@ def _status(job_id, queue, record):
 
 def get_status(job_id):
     """The JobStatus of the durable job ``job_id`` as committed now."""
-    return _read(job_id, lambda queue, record: _status(job_id, queue,
+    return _read(job_id, lambda queue, record: status_of(job_id, queue,
                                                        record))
 
 

@@ -429,7 +429,7 @@ class _RunningJob:
         if self._status is None or now - self._last_read >= \
                 PROGRESS_INTERVAL:
             queue = self._queue()
-            self._status = durable._status(job_id, queue,
+            self._status = durable.status_of(job_id, queue,
                                            queue.jobs.get(job_id))
             self._manager.abort()
             self._last_read = now
