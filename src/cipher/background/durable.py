@@ -466,8 +466,8 @@ def status_of(job_id, queue, record):
 
 def get_status(job_id):
     """The JobStatus of the durable job ``job_id`` as committed now."""
-    return _read(job_id, lambda queue, record: status_of(job_id, queue,
-                                                       record))
+    return _read(job_id,
+                 lambda queue, record: status_of(job_id, queue, record))
 
 
 _settled = threading.Condition()

@@ -430,7 +430,7 @@ class _RunningJob:
                 PROGRESS_INTERVAL:
             queue = self._queue()
             self._status = durable.status_of(job_id, queue,
-                                           queue.jobs.get(job_id))
+                                             queue.jobs.get(job_id))
             self._manager.abort()
             self._last_read = now
         return self._status
