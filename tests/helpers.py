@@ -1,8 +1,10 @@
 """Helpers shared by the tests: real databases, a ZEO server process."""
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import transaction
@@ -121,3 +123,66 @@ def subprocess_env():
         [src, os.path.dirname(os.path.abspath(__file__))]
         + [p for p in [env.get('PYTHONPATH')] if p])
     return env
+
+
+class SlowReplies:
+    """A TCP relay on 127.0.0.1 to ``port`` that hands what the server
+    sends to its client ``delay`` seconds late, in order (what the client
+    sends passes at once): a distant server, for a ZEO client whose
+    invalidations must arrive after the other client's commit returned.
+    Connect to ``self.port``; ``close()`` ends it."""
+
+    def __init__(self, port, delay):
+        self.target, self.delay = port, delay
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(('127.0.0.1', self.target))
+            self.sockets += [client, server]
+            late = queue.Queue()
+            for target, args in ((self._pass, (client, server)),
+                                 (self._pass, (server, None, late)),
+                                 (self._deliver, (late, client))):
+                threading.Thread(target=target, args=args,
+                                 daemon=True).start()
+
+    def _pass(self, source, sink, late=None):
+        while True:
+            try:
+                chunk = source.recv(65536)
+            except OSError:
+                chunk = b''
+            if late is not None:
+                late.put((time.monotonic() + self.delay, chunk))
+            elif chunk:
+                sink.sendall(chunk)
+            if not chunk:
+                return
+
+    def _deliver(self, late, sink):
+        while True:
+            due, chunk = late.get()
+            time.sleep(max(0.0, due - time.monotonic()))  # the link's delay
+            try:
+                if not chunk:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                sink.sendall(chunk)
+            except OSError:
+                return
+
+    def close(self):
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()

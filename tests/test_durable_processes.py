@@ -2,6 +2,7 @@
 ZEO server and on RelStorage (SQLite) run every job exactly once, one of
 them SIGKILLed mid-run, and fire each slot of a schedule once; status and
 results are read from another process."""
+import os
 import signal
 import subprocess
 import sys
@@ -9,21 +10,25 @@ import time
 
 import pytest
 import transaction
+import ZEO
 import zodburi
 from ZODB import DB
 
 from cipher.background import get_status
 from cipher.background.demo import make_site
 from cipher.background.durable import enqueue_call
+from cipher.background.durable import register_database
 from cipher.background.durable import schedule
 from cipher.background.queuestore import get_queue
 from cipher.background.scheduler import new_id
 from cipher.background.security import SYSTEM
 import durable_jobs
 import postgres as postgres_server
+from helpers import SlowReplies
 from helpers import TIMEOUT
 from helpers import read
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 JOBS = 60
 LEASE = 3
 
@@ -160,3 +165,32 @@ def fired(db):
     return read(db, lambda root: sorted(
         (job.slot, job.id) for job in get_queue(root).jobs.values()
         if job.schedule == 'tick'))
+
+
+def test_a_job_committed_by_another_zeo_client_is_known_at_once(
+        zeo_server):
+    # ZEO tells a client of another client's commit asynchronously, so an
+    # id handed over at once (a response, a message) may reach a process
+    # before the commit does: here every reply of the server reaches this
+    # process 0.1 s late.  Without the catch-up in durable._look, each of
+    # these jobs would be "unknown" here.
+    link = SlowReplies(zeo_server.port, delay=0.1)
+    db = ZEO.DB(('127.0.0.1', link.port), wait_timeout=TIMEOUT)
+    child = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, 'enqueue_child.py'),
+         str(zeo_server.port), '10'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    states = []
+    try:
+        register_database(db)
+        read(db, lambda root: None)  # connected, with the root cached
+        for job_id in child.stdout:
+            states.append(get_status(job_id.strip()).state)
+            child.stdin.write('next\n')
+            child.stdin.flush()
+    finally:
+        child.stdin.close()
+        assert child.wait(TIMEOUT) == 0
+        db.close()
+        link.close()
+    assert states == ['queued'] * 10

@@ -429,20 +429,61 @@ def _wake(db, queue):
 def _read(job_id, read):
     """``read(queue, record)`` for the record of ``job_id`` in a fresh
     connection of its database (both None when unknown)."""
-    for db in _databases_of(job_id):
-        manager = transaction.TransactionManager()
-        try:
-            conn = db.open(transaction_manager=manager)
-        except Exception:  # a closed database of that name
-            continue
-        try:
-            queue, record = _find(job_id, conn.root())
-            if record is not None:
-                return read(queue, record)
-        finally:
-            manager.abort()
-            conn.close()
-    return read(None, None)
+    return _look(job_id, read)[1]
+
+
+def _look(job_id, read):
+    """(db, ``read(queue, record)``) for the open database of this process
+    that holds ``job_id``; (None, ``read(None, None)``) when none does.
+
+    The id may come from another process (a ZEO client behind the same
+    load balancer, say) whose commit this process's ZEO client has not
+    heard of yet: ZEO tells its clients of a commit asynchronously.  So
+    when no database holds the record, each is made to catch up with its
+    server and asked again; only then is the job unknown."""
+    databases = _databases_of(job_id)
+    for looked_before in (False, True):
+        for db in databases:
+            found = _read_in(db, job_id, read)
+            if found is not _UNKNOWN:
+                return db, found
+        if looked_before or not any([_catch_up(db) for db in databases]):
+            return None, read(None, None)
+
+
+_UNKNOWN = object()
+
+
+def _catch_up(db):
+    """Make a fresh connection of ``db`` see every transaction committed
+    before this call; True when that took something.  A ZEO client asks
+    its server (``ping`` is a round trip, and its answer comes after the
+    invalidations sent before it, which are applied in order); the other
+    storages see every commit at the start of a transaction already."""
+    ping = getattr(db.storage, 'ping', None)  # a connected ZEO client
+    if ping is None:
+        return False
+    try:
+        ping()
+    except Exception:  # disconnected: there is nothing more to learn
+        return False
+    return True
+
+
+def _read_in(db, job_id, read):
+    """``read(queue, record)`` in a fresh connection of ``db``; _UNKNOWN
+    when it does not hold the record (or is closed)."""
+    manager = transaction.TransactionManager()
+    try:
+        conn = db.open(transaction_manager=manager)
+    except Exception:  # a closed database of that name
+        return _UNKNOWN
+    try:
+        queue, record = _find(job_id, conn.root())
+        return _UNKNOWN if record is None else read(queue, record)
+    finally:
+        manager.abort()
+        conn.close()
 
 
 def _time(seconds):
@@ -507,25 +548,9 @@ def cancel(job_id):
     def cancel_in(root, now):
         queue, record = _find(job_id, root)
         return record is not None and queue.cancel(record, now)
-    for db in _databases_of(job_id):
-        if _read_in(db, job_id) and in_transaction(
-                db, cancel_in, 'cipher.background: cancel %s' % job_id):
-            return True
-    return False
-
-
-def _read_in(db, job_id):
-    """True when ``db`` (open) holds the record of ``job_id``."""
-    manager = transaction.TransactionManager()
-    try:
-        conn = db.open(transaction_manager=manager)
-    except Exception:  # a closed database of that name
-        return False
-    try:
-        return _find(job_id, conn.root())[1] is not None
-    finally:
-        manager.abort()
-        conn.close()
+    db = _look(job_id, lambda queue, record: None)[0]
+    return db is not None and in_transaction(
+        db, cancel_in, 'cipher.background: cancel %s' % job_id)
 
 
 #: Attempts of a queue's own transaction (a claim, a cancel) that
