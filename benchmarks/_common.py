@@ -7,6 +7,8 @@ and a JSON line (starting with '{') for machines.
 import argparse
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -142,9 +144,7 @@ class ZEOServer:
     """A ZEO server subprocess on 127.0.0.1 with a FileStorage."""
 
     def __init__(self, path):
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0))
-            self.port = s.getsockname()[1]
+        self.port = _free_port()
         self.process = subprocess.Popen(
             [sys.executable, '-m', 'ZEO.runzeo', '-a',
              '127.0.0.1:%d' % self.port, '-f', path],
@@ -166,3 +166,67 @@ class ZEOServer:
     def stop(self):
         self.process.terminate()
         self.process.wait(60)
+
+
+class RedisServer:
+    """Debian's redis-server on 127.0.0.1 for the Celery baseline: installed
+    with apt-get when missing (as root), run as the ``redis`` user when
+    this is root, keeping nothing on disk, stopped by the pid in its pid
+    file.  ``url`` is the broker's address."""
+
+    BINARY = '/usr/bin/redis-server'
+
+    def __init__(self):
+        install_debian_package('redis-server', self.BINARY)
+        self.folder = tempfile.mkdtemp(prefix='cipher-redis-')
+        command = [self.BINARY, '--port', str(_free_port()),
+                   '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+                   '--dir', self.folder, '--daemonize', 'yes',
+                   '--pidfile', os.path.join(self.folder, 'redis.pid'),
+                   '--logfile', os.path.join(self.folder, 'redis.log')]
+        self.port = int(command[2])
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, 'redis', 'redis')
+            command = ['runuser', '-u', 'redis', '--'] + command
+        subprocess.run(command, check=True, timeout=60)
+        self.url = 'redis://127.0.0.1:%d/0' % self.port
+        self.pid = None
+        deadline = time.monotonic() + 60
+        while self.pid is None:
+            try:
+                with open(os.path.join(self.folder, 'redis.pid')) as f:
+                    self.pid = int(f.read())
+                socket.create_connection(('127.0.0.1', self.port), 1).close()
+            except (OSError, ValueError):
+                self.pid = None
+                if time.monotonic() > deadline:
+                    raise RuntimeError('redis-server did not start')
+                time.sleep(0.05)
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while os.path.exists(os.path.join(self.folder, 'redis.pid')):
+            if time.monotonic() > deadline:
+                raise RuntimeError('redis-server did not stop')
+            time.sleep(0.05)  # it removes its pid file as it ends
+        shutil.rmtree(self.folder)
+
+
+def install_debian_package(package, path):
+    """Install Debian's ``package`` unless ``path`` exists (root only)."""
+    if os.path.exists(path):
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError('%s is missing: apt-get install %s'
+                           % (path, package))
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    subprocess.run(['apt-get', 'update', '-qq'], check=True, env=env)
+    subprocess.run(['apt-get', 'install', '-y', '-qq', package], check=True,
+                   env=env)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

@@ -110,3 +110,11 @@ def main_instance():
     import __main__
     __main__.Script = cls
     return cls()
+
+
+def held(name):
+    """count(), once the test sets ``release`` (it was told by
+    ``started``): a job as long as the test wants."""
+    started.set()
+    release.wait(60)
+    return count(name)

@@ -83,9 +83,10 @@ def test_the_job_runs_as_the_caller_on_the_callers_site(file_db, site):
     QueueRunner(file_db).run_pending()
     assert get_status(job_id).result == (['editor'], 'site',
                                          'Annual report')
-    last = list(file_db.storage.iterator())[-1]
-    assert last.user.decode().endswith('editor')
-    assert 'durable_jobs.who_and_where' in last.description.decode()
+    run = [record for record in file_db.storage.iterator()
+           if 'durable_jobs.who_and_where' in record.description.decode()]
+    assert len(run) == 1
+    assert run[0].user.decode().endswith('editor')
 
 
 def test_a_failing_job_is_attempted_again_then_fails(file_db, site):
@@ -157,6 +158,75 @@ def test_a_job_whose_runner_died_is_run_again_once(file_db, site):
     assert (status.state, status.attempts) == ('succeeded', 2)
     assert counters(file_db) == {'once': 1}
 
+
+
+def test_a_jobs_transaction_writes_only_its_record_and_its_work(file_db,
+                                                                 site):
+    # Runners finishing side by side share no object in the transaction
+    # of a job's work, so they cannot make it conflict and run again.
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'x'))
+    transaction.commit()
+    QueueRunner(file_db).run_pending()
+    written = [{data.oid for data in record}
+               for record in file_db.storage.iterator()
+               if 'durable_jobs.count' in record.description.decode()]
+    record, work = read(file_db, lambda root: (
+        get_queue(root).jobs[job_id]._p_oid, {
+            root._p_oid, root['counters']._p_oid,
+            root['counters']['x']._p_oid}))
+    assert written == [work | {record}]
+    assert read(file_db, lambda root: (
+        list(get_queue(root).finished.values()),
+        len(get_queue(root).leases))) == ([job_id], 0)
+
+
+def test_a_job_whose_runner_died_after_it_succeeded_is_filed(file_db,
+                                                             site):
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'x'))
+    transaction.commit()
+    dying = QueueRunner(file_db)
+    dying._file = lambda claim: None  # the process died after the job
+    assert dying.run_pending() == 1
+    assert read(file_db, lambda root: (
+        len(get_queue(root).finished), len(get_queue(root).leases))) == (0, 1)
+    with file_db.transaction() as conn:  # the lease runs out
+        get_queue(conn.root()).leases[job_id] = 0
+    assert QueueRunner(file_db).run_pending() == 0  # nothing to run again
+    assert read(file_db, lambda root: (
+        list(get_queue(root).finished.values()),
+        len(get_queue(root).leases))) == ([job_id], 0)
+    assert get_status(job_id).state == 'succeeded'
+    assert counters(file_db) == {'x': 1}
+
+
+def test_a_running_jobs_lease_is_renewed_so_it_runs_once(file_db, site):
+    durable_jobs.started.clear()
+    durable_jobs.release.clear()
+    job_id = as_editor(site, lambda: enqueue_call(
+        durable_jobs.held, ('long',), lease=0.3))
+    transaction.commit()
+    runner = QueueRunner(file_db, threads=1, poll=0.05).start()
+    try:
+        assert durable_jobs.started.wait(TIMEOUT)
+        first_end = lease_end(file_db, job_id)
+        deadline = time.monotonic() + TIMEOUT
+        # Until the first lease is long over, and renewed since.
+        while time.time() < first_end + 0.3 or \
+                lease_end(file_db, job_id) <= first_end + 0.3:
+            assert time.monotonic() < deadline, 'the lease was not renewed'
+            time.sleep(0.02)  # the keeper renews it every 0.1 s
+        assert QueueRunner(file_db).run_pending() == 0  # still held
+    finally:
+        durable_jobs.release.set()
+        assert runner.stop(TIMEOUT)
+    status = get_status(job_id)
+    assert (status.state, status.attempts) == ('succeeded', 1)
+    assert counters(file_db) == {'long': 1}
+    assert read(file_db, lambda root: len(get_queue(root).leases)) == 0
+
+
+def lease_end(db, job_id):
+    return read(db, lambda root: get_queue(root).leases[job_id])
 
 @pytest.mark.parametrize('fn', [
     lambda: None,

@@ -121,9 +121,10 @@ def enqueue_call(fn, args=(), kwargs=None, *, site=None, user=None,
     ``run_at`` (a timezone-aware datetime, or seconds since the epoch)
     hold the job back; a job that raises is attempted ``attempts`` times
     in all, ``backoff`` seconds after the first failure and twice as long
-    after each one after it (never sleeping in a runner's thread); a
-    runner holds it for ``lease`` seconds at most before another runner
-    may take it again (set it above the job's longest run).
+    after each one after it (never sleeping in a runner's thread); the
+    runner that runs it renews its ``lease`` (seconds) while it runs, and
+    another runner takes it again when a lease passes with no renewal
+    (the process died).
     """
     conn, fields = _capture(fn, args, kwargs, site, user, connection, queue,
                             attempts, backoff, lease, note)

@@ -298,7 +298,9 @@ def _call(job):
         return job.fn(*job.args, **job.kwargs)
     conn = current_connection()
     host = job.uow.host
-    load = lambda ref: ref.load(conn, host)  # noqa: E731
+
+    def load(ref):
+        return ref.load(conn, host)
     return job.fn(*from_refs(job.args, load), **from_refs(job.kwargs, load))
 
 

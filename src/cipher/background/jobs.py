@@ -166,7 +166,7 @@ def submit(fn, args=(), kwargs=None, *, db=None, site=None, user=None,
     job_id = new_id()
     name = runtime.callable_name(fn)
     job = runtime.Job(job_id, fn, name, args, kwargs,
-               note or 'job %s (%s)' % (name, job_id), store)
+                      note or 'job %s (%s)' % (name, job_id), store)
     if found:
         job.refs = collect_refs(args, kwargs)
         job.by_oid = True

@@ -76,6 +76,7 @@ class _Claim:
         self.name = job.name
         self.note = job.note
         self.principal = job.principal
+        self.lease = job.lease
         site = job.site
         self.site_oid = None if site is None else site.obj._p_oid
         self.site_hint = None if site is None else site.hint
@@ -274,9 +275,11 @@ class QueueRunner:
                          host=self.host, site_hint=claim.site_hint,
                          retry_policy=self.retry_policy)
         handle = _RunningJob(claim.id, self)
+        keeper = _LeaseKeeper(self, claim)
         try:
             uow.run(lambda: self._call(claim, handle), note=claim.note,
                     stop_event=self._stopping)
+            self._file(claim)
         except _LeaseLost as exc:
             log.warning('Queue %s: job %s (%s) was not run: %s',
                         self.queue, claim.id, claim.name, exc)
@@ -302,6 +305,7 @@ class QueueRunner:
             # never the end of this thread.
             self._failed(claim, exc)
         finally:
+            keeper.stop()
             handle.close()
             durable.notify_settled()
 
@@ -333,9 +337,21 @@ class QueueRunner:
             jobruntime.current_job_var.reset(token)
         if handle.cancelled():  # asked meanwhile: undo it all
             raise JobCancelled('job %s was cancelled' % job.id)
-        queue.finish(job, states.SUCCEEDED, time.time(),
-                     result=result_oids(result))
+        queue.mark_finished(job, states.SUCCEEDED, time.time(),
+                            result=result_oids(result))
         return result
+
+    def _file(self, claim):
+        """File the job that succeeded (see JobQueue.mark_finished)."""
+        def file(queue, now):
+            job = queue.jobs.get(claim.id)
+            if job is not None and job.state in states.FINAL_STATES:
+                queue.file_finished(job)
+        try:
+            self._in_transaction(file, 'file %s' % claim.id)
+        except Exception:  # its lease running out will file it
+            log.exception('Queue %s: job %s (%s) succeeded; filing it '
+                          'failed', self.queue, claim.id, claim.name)
 
     def _failed(self, claim, exc):
         text = ''.join(traceback.format_exception(
@@ -398,6 +414,49 @@ def install(db, name=queuestore.DEFAULT_QUEUE):
     with db.transaction('cipher.background: install queue %s' % name) \
             as conn:
         queuestore.get_queue(conn.root(), name, create=True)
+
+
+class _LeaseKeeper:
+    """Renews the lease of a job while this process runs it: every third
+    of the lease, the lease is made to end one lease from then.  So a
+    lease need not outlast the job's longest run, only the silence of a
+    process that died: its jobs are taken again a lease after its last
+    renewal.  Each renewal is a transaction of its own that writes the
+    queue's leases alone (never the record, which the job's transaction
+    writes: the two never conflict).  It ends when the job does, or when
+    the job is no longer this claim's."""
+
+    def __init__(self, runner, claim):
+        self._runner, self._claim = runner, claim
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep, daemon=True,
+            name='cipher.background lease of %s' % claim.id)
+        self._thread.start()
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+
+    def _keep(self):
+        claim = self._claim
+        while not self._done.wait(claim.lease / 3):
+            try:
+                if not self._runner._in_transaction(
+                        self._renew, 'renew the lease of %s' % claim.id):
+                    return
+            except Exception:  # the next renewal may pass
+                log.exception('Queue %s: renewing the lease of job %s (%s) '
+                              'failed', self._runner.queue, claim.id,
+                              claim.name)
+
+    def _renew(self, queue, now):
+        job = queue.jobs.get(self._claim.id)
+        if job is None or job.state != states.RUNNING \
+                or job.owner != self._claim.owner or self._done.is_set():
+            return False
+        queue.leases[job.id] = now + job.lease
+        return True
 
 
 class _RunningJob:

@@ -17,7 +17,11 @@ Everything lives under one key of the database root,
   (a delay, or the backoff after a failed attempt);
 * ``leases``: id -> lease end (a time) for the jobs being run: a job whose
   lease ran out was being run by a process that died;
-* ``finished``: (finished time, id) -> id, what pruning walks;
+* ``finished``: (finished time, id) -> id, what pruning walks; the
+  transaction of a job's work writes its record alone, and the runner
+  files it here (and drops its lease) in a transaction of its own right
+  after, so runners finishing side by side never make a job's own
+  commit conflict;
 * ``progress``: id -> (value, data) that running jobs report, written in
   transactions of their own (never in the job's), a few a second at most;
 * ``schedules``: name -> :class:`Schedule`, the jobs made at each slot;
@@ -225,13 +229,15 @@ class JobQueue(Persistent):
             if lease_end < now:
                 job = self.jobs.get(job_id)
                 del self.leases[job_id]
+                if job is not None and job.state in states.FINAL_STATES:
+                    self.file_finished(job)  # its runner died before
                 if job is None or job.state != states.RUNNING:
                     continue
                 if job.attempts >= job.max_attempts:
                     self.finish(job, states.FAILED, now, error=(
                         'LeaseExpired: its lease of %gs ran out during '
-                        'attempt %d of %d (its runner died, or the job ran '
-                        'longer than its lease)' % (
+                        'attempt %d of %d (its runner died, or stopped '
+                        'renewing it)' % (
                             job.lease, job.attempts, job.max_attempts)))
                     continue
                 job.state = states.QUEUED
@@ -265,15 +271,32 @@ class JobQueue(Persistent):
     # -- in the run transaction, or after it failed --
 
     def finish(self, job, state, now, **fields):
-        """Move ``job`` to the final ``state`` with ``fields``."""
+        """Move ``job`` to the final ``state`` with ``fields``, and file it
+        (:meth:`mark_finished` and :meth:`file_finished` at once)."""
+        self.mark_finished(job, state, now, **fields)
+        self.file_finished(job)
+
+    def mark_finished(self, job, state, now, **fields):
+        """Give ``job``'s record the final ``state`` with ``fields``,
+        changing nothing else: the transaction of a job's own work shares
+        no object with other runners that way, so a runner finishing
+        beside it never makes it conflict (and run the job's code again).
+        :meth:`file_finished` follows in a transaction of its own; if the
+        runner dies before, the claim that finds its lease run out files
+        the job."""
         for name, value in fields.items():
             setattr(job, name, value)
         job.state = state
         job.finished = now
         job.owner = job.lease_end = None
+
+    def file_finished(self, job):
+        """File a finished ``job``: its lease and cancel request go, and it
+        joins the finished jobs (listed and pruned by age).  Idempotent."""
         self.leases.pop(job.id, None)
         self.cancels.pop(job.id, None)
-        self.finished[(now, job.id)] = job.id
+        if (job.finished, job.id) not in self.finished:
+            self.finished[(job.finished, job.id)] = job.id
 
     def reschedule(self, job, now, delay, **fields):
         """Run ``job`` again after ``delay`` seconds (a failed attempt)."""

@@ -278,7 +278,7 @@ class BackgroundScheduler(_Tasks):
         self._closed = True
         in_own_pool = getattr(_pool_thread, 'scheduler', None) is self
         self._pool.shutdown(wait=wait and not in_own_pool,
-                                cancel_futures=cancel_futures)
+                            cancel_futures=cancel_futures)
 
 
 class BlockingScheduler(BackgroundScheduler):

@@ -4,7 +4,8 @@ the database opens, stop them at process exit.
 An application registers :class:`SiteWorkers`, :class:`QueueWorkers` (or
 any IWorkerFactory) as a named utility, in Python or in ZCML::
 
-    <utility name="indexer" provides="cipher.background.interfaces.IWorkerFactory"
+    <utility name="indexer"
+             provides="cipher.background.interfaces.IWorkerFactory"
              component="myapp.workers.indexer_workers" />
 
 and includes ``cipher.background``'s ``configure.zcml``, which subscribes
