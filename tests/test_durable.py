@@ -180,13 +180,28 @@ def test_a_jobs_transaction_writes_only_its_record_and_its_work(file_db,
         len(get_queue(root).leases))) == ([job_id], 0)
 
 
+def test_finished_jobs_are_filed_by_the_next_claim(file_db, site):
+    # Filing costs no transaction of its own while there is work.
+    ids = [as_editor(site, lambda n=n: enqueue(durable_jobs.count, str(n)))
+           for n in range(3)]
+    transaction.commit()
+    assert QueueRunner(file_db).run_pending() == 3
+    notes = [record.description.decode()
+             for record in file_db.storage.iterator()]
+    assert len([note for note in notes if ': claim in' in note]) == 4
+    assert not [note for note in notes if ': file ' in note]
+    assert read(file_db, lambda root: (
+        sorted(get_queue(root).finished.values()),
+        len(get_queue(root).leases))) == (sorted(ids), 0)
+
+
 def test_a_job_whose_runner_died_after_it_succeeded_is_filed(file_db,
                                                              site):
     job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'x'))
     transaction.commit()
     dying = QueueRunner(file_db)
-    dying._file = lambda claim: None  # the process died after the job
-    assert dying.run_pending() == 1
+    dying._run(dying._claim()[0])  # and the process died before filing it
+    assert get_status(job_id).state == 'succeeded'
     assert read(file_db, lambda root: (
         len(get_queue(root).finished), len(get_queue(root).leases))) == (0, 1)
     with file_db.transaction() as conn:  # the lease runs out
@@ -290,6 +305,24 @@ def test_finished_records_are_pruned_by_count_and_age(file_db, site):
     assert read(file_db, lambda root: (
         len(get_queue(root).jobs), len(get_queue(root).finished))) == (0, 0)
 
+
+
+def test_pruning_goes_in_small_transactions(file_db, site, monkeypatch):
+    # One large transaction would change many buckets of the jobs tree
+    # at once and make the requests enqueuing meanwhile conflict.
+    from cipher.background import queuerunner
+    monkeypatch.setattr(queuerunner, 'PRUNE_BATCH', 2)
+    for n in range(5):
+        as_editor(site, lambda n=n: enqueue(durable_jobs.count, str(n)))
+    transaction.commit()
+    runner = QueueRunner(file_db, keep_count=0)
+    assert runner.run_pending() == 5
+    assert runner.prune() == 5
+    prunes = [len(list(record)) for record in file_db.storage.iterator()
+              if 'prune in queue' in record.description.decode()]
+    assert len(prunes) == 3
+    assert read(file_db, lambda root: (
+        len(get_queue(root).jobs), len(get_queue(root).finished))) == (0, 0)
 
 # -- schedules --
 

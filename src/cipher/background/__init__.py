@@ -10,6 +10,7 @@ from cipher.background.contextmanagers import ZodbConnection
 from cipher.background.contextmanagers import ZopeInteraction
 from cipher.background.contextmanagers import ZopeSite
 from cipher.background.contextmanagers import ZopeTransaction
+from cipher.background.durable import DurableJobs
 from cipher.background.durable import enqueue
 from cipher.background.durable import enqueue_call
 from cipher.background.durable import register_database
@@ -98,6 +99,7 @@ __all__ = [
     'enqueue',
     'enqueue_call',
     'QueueRunner',
+    'DurableJobs',
     'register_database',
     'schedule',
     'unschedule',

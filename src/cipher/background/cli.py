@@ -135,6 +135,20 @@ def _whole_seconds(text):
     return int(text)
 
 
+def run_monitor(args):
+    """The monitor command (its web server is imported only for it)."""
+    from cipher.background._climonitor import run_monitor
+    return run_monitor(args)
+
+
+def _port(text):
+    """An argparse type: a TCP port number (0 for any free one)."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(
+            'expected a port number from 0 to 65535, not %r' % (text,))
+    return int(text)
+
+
 def _add_database_options(command, what):
     """--zodb, --grace and --connect-timeout, which worker and jobs share."""
     command.add_argument('--zodb', required=True, metavar='URI',
@@ -215,6 +229,33 @@ def _parser():
                       'looks (default: %(default)s)')
     jobs.set_defaults(run=run_jobs)
 
+    monitor = commands.add_parser(
+        'monitor', help='serve the monitor pages of a database',
+        description='Serve the monitor pages (jobs, progress, results, '
+        'cancel and run again) of the durable queues of the database a '
+        'URI names, until SIGTERM, SIGINT or SIGHUP.  Only who shows the '
+        'token printed at the start (or the first line of '
+        '--password-file) sees anything.')
+    monitor.add_argument('--zodb', required=True, metavar='URI',
+                         help='file://, zeo://, memory:// or zconfig:// URI')
+    monitor.add_argument('--connect-timeout', type=_whole_seconds,
+                         default=30, metavar='SECONDS',
+                         help='how long to wait for a ZEO server, in whole '
+                         'seconds (default: %(default)s)')
+    monitor.add_argument('--host', default='127.0.0.1', metavar='ADDRESS',
+                         help='the address to listen on (default: '
+                         '%(default)s, this machine only)')
+    monitor.add_argument('--port', type=_port, default=8765, metavar='N',
+                         help='the port to listen on, 0 for any free one '
+                         '(default: %(default)s)')
+    monitor.add_argument('--queue', action='append', metavar='NAME',
+                         help='a queue to show (again for more; default: '
+                         'default)')
+    monitor.add_argument('--password-file', metavar='PATH',
+                         help='a file whose first line is the password, '
+                         'instead of a token made at each start')
+    monitor.set_defaults(run=run_monitor)
+
     for name, run, help in [
             ('start', _cliprocess.start, 'start a named process'),
             ('stop', _cliprocess.stop, 'stop a named process'),
@@ -248,8 +289,8 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         if getattr(args, 'run', None) is None:
-            raise UsageError('name a command: demo, worker, jobs, start, '
-                             'stop or status (see cipher-background '
+            raise UsageError('name a command: demo, worker, jobs, monitor, '
+                             'start, stop or status (see cipher-background '
                              '--help)')
         return args.run(args)
     except (UsageError, ConfigurationError, BadProcessFile) as exc:

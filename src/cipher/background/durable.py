@@ -15,6 +15,8 @@ A durable job id reads ``HEX@DATABASE``: the database name
 where to look; a process learns a database when it enqueues, runs a
 queue, or calls :func:`register_database`.
 """
+import collections
+import contextlib
 import datetime
 import importlib
 import inspect
@@ -28,6 +30,7 @@ import weakref
 
 import transaction
 from persistent import Persistent
+from zope.interface import implementer
 
 from cipher.background import queuestore
 from cipher.background._jobargs import Ref
@@ -37,7 +40,9 @@ from cipher.background.errors import ConfigurationError
 from cipher.background.errors import NotASite
 from cipher.background.errors import WaitTimeout
 from cipher.background.host import get_host
+from cipher.background.interfaces import IJobListing
 from cipher.background.jobstore import JobStatus
+from cipher.background.jobstore import select
 from cipher.background.scheduler import _check_callable
 from cipher.background.scope import CommitWatch
 from cipher.background.scheduler import new_id
@@ -446,13 +451,13 @@ def _look(job_id, read):
     for looked_before in (False, True):
         for db in databases:
             found = _read_in(db, job_id, read)
-            if found is not _UNKNOWN:
+            if found is not _NOT_HERE:
                 return db, found
         if looked_before or not any([_catch_up(db) for db in databases]):
             return None, read(None, None)
 
 
-_UNKNOWN = object()
+_NOT_HERE = object()
 
 
 def _catch_up(db):
@@ -471,20 +476,94 @@ def _catch_up(db):
     return True
 
 
+def requeue(job_id):
+    """Run the durable job ``job_id`` again, if it ended failed, cancelled
+    or outcome-unknown: it waits in its queue as a new job would, its
+    attempts counted from none.  True when it was requeued, False when it
+    is unknown or ended otherwise (``succeeded`` is never run again)."""
+    def requeue_in(root, now):
+        queue, record = _find(job_id, root)
+        if record is not None and queue.requeue(record):
+            return record.queue
+        return None
+    db = _look(job_id, lambda queue, record: None)[0]
+    queue = None if db is None else in_transaction(
+        db, requeue_in, 'cipher.background: requeue %s' % job_id)
+    if queue:
+        _wake(db, queue)  # its runners in this process
+    return bool(queue)
+
+
 def _read_in(db, job_id, read):
-    """``read(queue, record)`` in a fresh connection of ``db``; _UNKNOWN
+    """``read(queue, record)`` in a fresh connection of ``db``; _NOT_HERE
     when it does not hold the record (or is closed)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            root = stack.enter_context(_snapshot(db))
+        except Exception:  # a closed database of that name
+            return _NOT_HERE
+        queue, record = _find(job_id, root)
+        return _NOT_HERE if record is None else read(queue, record)
+
+
+@contextlib.contextmanager
+def _snapshot(db):
+    """The root of ``db`` as committed now, in a connection of its own
+    (and a transaction manager of its own), for reading only."""
     manager = transaction.TransactionManager()
+    conn = db.open(transaction_manager=manager)
     try:
-        conn = db.open(transaction_manager=manager)
-    except Exception:  # a closed database of that name
-        return _UNKNOWN
-    try:
-        queue, record = _find(job_id, conn.root())
-        return _UNKNOWN if record is None else read(queue, record)
+        yield conn.root()
     finally:
         manager.abort()
         conn.close()
+
+
+@implementer(IJobListing)
+class DurableJobs:
+    """The jobs of the durable queue ``queue`` of ``db``, as committed
+    when asked (each call reads in a connection of its own): listed,
+    counted and looked up like those of this process's job store."""
+
+    def __init__(self, db, queue=queuestore.DEFAULT_QUEUE):
+        if not callable(getattr(db, 'open', None)):
+            raise ArgumentTypeError('expected a ZODB database, not %r'
+                                    % (db,))
+        if not isinstance(queue, str) or not queue:
+            raise ArgumentTypeError('queue must be a non-empty str, not %r'
+                                    % (queue,))
+        self.db, self.queue = db, queue
+        register_database(db)
+
+    def __repr__(self):
+        return '<DurableJobs %r of %s>' % (self.queue, self.db.database_name)
+
+    def list(self, state=None, principal=None, name=None, limit=100):
+        """See IJobListing."""
+        with _snapshot(self.db) as root:
+            queue = queuestore.get_queue(root, self.queue)
+            records = () if queue is None else queue.jobs.values()
+            chosen = select(records, state, principal, name, limit,
+                            created=lambda record: record.created)
+            return [status_of(record.id, queue, record) for record in chosen]
+
+    def counts(self):
+        """See IJobListing."""
+        with _snapshot(self.db) as root:
+            queue = queuestore.get_queue(root, self.queue)
+            if queue is None:
+                return {}
+            return dict(collections.Counter(
+                record.state for record in queue.jobs.values()))
+
+    def get(self, job_id):
+        """See IJobListing (a job of this queue only)."""
+        with _snapshot(self.db) as root:
+            queue = queuestore.get_queue(root, self.queue)
+            record = None
+            if queue is not None and isinstance(job_id, str):
+                record = queue.jobs.get(job_id)
+            return status_of(job_id, queue, record)
 
 
 def _time(seconds):

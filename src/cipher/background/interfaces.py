@@ -309,7 +309,29 @@ class IJobStatus(Interface):
     done = Attribute('True in a final state, and for unknown ids.')
 
 
-class IJobStore(Interface):
+class IJobListing(Interface):
+    """The jobs of one place (this process's job store, a durable queue),
+    for a page or a script that lists them: the same questions wherever
+    a job lives.  Filters are checked first: a state that is no job
+    state raises ConfigurationError, a filter of the wrong type
+    ArgumentTypeError."""
+
+    def list(state=None, principal=None, name=None, limit=100):
+        """The IJobStatus of the jobs known, newest first (by creation):
+        those in ``state`` (a state, or a collection of states), started
+        by ``principal`` (a principal id), whose name contains ``name``
+        (a substring of the dotted name); ``limit`` (a whole number >= 1,
+        or None for all) at most."""
+
+    def counts():
+        """The number of jobs known in each state: {state: count}, for the
+        states that have any."""
+
+    def get(job_id):
+        """The IJobStatus of the job (state 'unknown' if not known)."""
+
+
+class IJobStore(IJobListing):
     """Where job status lives, outside the ZODB transaction.
 
     Safe to use from many threads.  Never raises KeyError for an unknown
@@ -321,9 +343,6 @@ class IJobStore(Interface):
 
     def add(job_id, name, state, principal=None):
         """Remember a new job in ``state``, started by ``principal``."""
-
-    def get(job_id):
-        """The IJobStatus of the job (state 'unknown' if not known)."""
 
     def transition(job_id, state, **fields):
         """Move the job to ``state`` and set ``fields``, atomically, if the

@@ -13,6 +13,7 @@ import collections
 import collections.abc
 import dataclasses
 import datetime
+import heapq
 import math
 import numbers
 import threading
@@ -94,6 +95,50 @@ _MANAGED = frozenset(['id', 'name', 'created', 'principal', 'state',
                       'finished'])
 _UPDATABLE = frozenset(_BLANK) - _MANAGED
 _ADDABLE = frozenset(TRANSITIONS) - FINAL_STATES
+
+
+def select(jobs, state=None, principal=None, name=None, limit=100,
+           created=lambda job: job.created):
+    """The ``jobs`` (anything with ``state``, ``principal`` and ``name``:
+    statuses, records) that pass the filters of IJobListing.list(),
+    newest first by ``created(job)``, ``limit`` at most.  Among jobs made
+    at the same moment, the later in ``jobs`` comes first."""
+    states = _checked_states(state)
+    if principal is not None and not isinstance(principal, str):
+        raise ArgumentTypeError('principal must be a principal id (a str) '
+                                'or None for all, not %r' % (principal,))
+    if name is not None and not isinstance(name, str):
+        raise ArgumentTypeError('name must be a str (a part of the dotted '
+                                'name) or None for all, not %r' % (name,))
+    if limit is not None and (isinstance(limit, bool) or not isinstance(
+            limit, numbers.Integral) or limit < 1):
+        raise ArgumentTypeError('limit must be a whole number >= 1, or None'
+                                ' for all, not %r' % (limit,))
+    chosen = [job for job in reversed(list(jobs))
+              if (states is None or job.state in states)
+              and (principal is None or job.principal == principal)
+              and (name is None or name in (job.name or ''))]
+    if limit is None:
+        return sorted(chosen, key=created, reverse=True)
+    return heapq.nlargest(limit, chosen, key=created)
+
+
+def _checked_states(state):
+    """``state`` as a frozenset of states, or None for all."""
+    if state is None:
+        return None
+    states = (state,) if isinstance(state, str) else state
+    if not isinstance(states, collections.abc.Iterable) or not all(
+            isinstance(each, str) for each in states):
+        raise ArgumentTypeError('state must be a job state (a str), a '
+                                'collection of them, or None for all, not '
+                                '%r' % (state,))
+    states = frozenset(states)
+    unknown = sorted(states - frozenset(TRANSITIONS))
+    if unknown:
+        raise ConfigurationError('there is no job state %r; use one of %s'
+                                 % (unknown[0], ', '.join(sorted(TRANSITIONS))))
+    return states
 
 
 def _check_fields(method, fields):
@@ -267,6 +312,26 @@ class MemoryJobStore:
         with record.lock:
             fields = record.copy()
         return JobStatus(**fields)
+
+    def list(self, state=None, principal=None, name=None, limit=100):
+        """See IJobListing; the statuses carry no output (get() does)."""
+        self._prune()
+        return select(self._statuses(), state, principal, name, limit)
+
+    def counts(self):
+        """See IJobListing."""
+        self._prune()
+        return dict(collections.Counter(
+            status.state for status in self._statuses()))
+
+    def _statuses(self):
+        """The JobStatus of every job known, in the order they came,
+        without their output (get() has it: a list need not copy it)."""
+        statuses = []
+        for record in list(self._jobs.copy().values()):
+            with record.lock:
+                statuses.append(JobStatus(**record.fields))
+        return statuses
 
     def transition(self, job_id, state, **fields):
         """Move the job to ``state`` and set ``fields``, atomically.

@@ -58,6 +58,8 @@ KEEP_SECONDS = 7 * 24 * 3600
 KEEP_COUNT = 10000
 #: Seconds between two prunings by one runner.
 PRUNE_INTERVAL = 300
+#: Records forgotten in one pruning transaction at most.
+PRUNE_BATCH = 200
 
 
 class _LeaseLost(Exception):
@@ -133,6 +135,9 @@ class QueueRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._ready = collections.deque()  # claimed here, not yet run
+        # Ids of the jobs that succeeded here, filed by the next claim.
+        self._unfiled = []
+        self._unfiled_lock = threading.Lock()
         self._threads = []
         durable.register_database(db)
 
@@ -209,6 +214,7 @@ class QueueRunner:
             self._wake.wait(delay)
             delay = min(delay * 2, self.max_poll)
         self._give_back_ready()
+        self._file_unfiled()
 
     # -- work --
 
@@ -216,16 +222,29 @@ class QueueRunner:
         """Run due jobs in this thread until none is left (or ``limit``
         ran); return how many ran."""
         count = 0
-        while (limit is None or count < limit) and self.run_one():
-            count += 1
+        try:
+            while (limit is None or count < limit) and self.run_one():
+                count += 1
+        finally:
+            self._file_unfiled()
         return count
 
     def prune(self):
         """Forget the finished records older than ``keep_seconds`` and the
-        oldest beyond ``keep_count``; return how many were forgotten."""
-        return self._in_transaction(
-            lambda queue, now: queue.prune(now, self.keep_seconds,
-                                           self.keep_count), 'prune') or 0
+        oldest beyond ``keep_count``; return how many were forgotten.
+
+        In transactions of :data:`PRUNE_BATCH` records at most: one large
+        transaction would change many buckets of the jobs tree at once,
+        and make the requests enqueuing meanwhile conflict."""
+        forgotten = 0
+        while True:
+            done = self._in_transaction(
+                lambda queue, now: queue.prune(
+                    now, self.keep_seconds, self.keep_count, PRUNE_BATCH),
+                'prune') or 0
+            forgotten += done
+            if done < PRUNE_BATCH:
+                return forgotten
 
     def run_one(self, batch=1):
         """Run one due job; False when none was due.  A job another thread
@@ -246,9 +265,11 @@ class QueueRunner:
         return True
 
     def _claim(self, batch=1):
-        """Up to ``batch`` claims, in one transaction (schedules due fire
-        first)."""
+        """Up to ``batch`` claims, in one transaction that first files the
+        jobs that succeeded here since the last one (see
+        JobQueue.mark_finished), and fires the schedules that are due."""
         def claim(queue, now):
+            _file_in(queue, unfiled)
             queue.fire_due(now, lambda schedule, slot: durable.scheduled_job(
                 schedule, slot, self.db))
             claims = []
@@ -258,7 +279,34 @@ class QueueRunner:
                     break
                 claims.append(_Claim(job))
             return claims
-        return self._in_transaction(claim, 'claim') or []
+        unfiled = self._take_unfiled()
+        try:
+            return self._in_transaction(claim, 'claim') or []
+        except BaseException:
+            self._add_unfiled(unfiled)  # for the next claim
+            raise
+
+    def _add_unfiled(self, job_ids):
+        with self._unfiled_lock:
+            self._unfiled.extend(job_ids)
+
+    def _take_unfiled(self):
+        with self._unfiled_lock:
+            taken, self._unfiled[:] = list(self._unfiled), []
+        return taken
+
+    def _file_unfiled(self):
+        """File what succeeded here and is not filed yet (the runner
+        stops, or run_pending() ends)."""
+        unfiled = self._take_unfiled()
+        if not unfiled:
+            return
+        try:
+            self._in_transaction(lambda queue, now: _file_in(queue, unfiled),
+                                 'file %d job(s)' % len(unfiled))
+        except Exception:  # their leases running out will file them
+            log.exception('Queue %s: filing %d finished job(s) failed',
+                          self.queue, len(unfiled))
 
     def _give_back_ready(self):
         """Give back what was claimed here and will not be run (the
@@ -279,7 +327,7 @@ class QueueRunner:
         try:
             uow.run(lambda: self._call(claim, handle), note=claim.note,
                     stop_event=self._stopping)
-            self._file(claim)
+            self._add_unfiled([claim.id])  # the next claim files it
         except _LeaseLost as exc:
             log.warning('Queue %s: job %s (%s) was not run: %s',
                         self.queue, claim.id, claim.name, exc)
@@ -341,18 +389,6 @@ class QueueRunner:
                             result=result_oids(result))
         return result
 
-    def _file(self, claim):
-        """File the job that succeeded (see JobQueue.mark_finished)."""
-        def file(queue, now):
-            job = queue.jobs.get(claim.id)
-            if job is not None and job.state in states.FINAL_STATES:
-                queue.file_finished(job)
-        try:
-            self._in_transaction(file, 'file %s' % claim.id)
-        except Exception:  # its lease running out will file it
-            log.exception('Queue %s: job %s (%s) succeeded; filing it '
-                          'failed', self.queue, claim.id, claim.name)
-
     def _failed(self, claim, exc):
         text = ''.join(traceback.format_exception(
             type(exc), exc, exc.__traceback__))
@@ -401,6 +437,14 @@ def _give_back(queue, job, now):
     counted."""
     job.attempts -= 1
     queue.reschedule(job, now, 0)
+
+
+def _file_in(queue, job_ids):
+    """File the finished jobs ``job_ids`` of ``queue``."""
+    for job_id in job_ids:
+        job = queue.jobs.get(job_id)
+        if job is not None and job.state in states.FINAL_STATES:
+            queue.file_finished(job)
 
 
 def _callable(call, load):

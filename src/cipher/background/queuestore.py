@@ -19,9 +19,8 @@ Everything lives under one key of the database root,
   lease ran out was being run by a process that died;
 * ``finished``: (finished time, id) -> id, what pruning walks; the
   transaction of a job's work writes its record alone, and the runner
-  files it here (and drops its lease) in a transaction of its own right
-  after, so runners finishing side by side never make a job's own
-  commit conflict;
+  files it here (and drops its lease) in its next claim, so runners
+  finishing side by side never make a job's own commit conflict;
 * ``progress``: id -> (value, data) that running jobs report, written in
   transactions of their own (never in the job's), a few a second at most;
 * ``schedules``: name -> :class:`Schedule`, the jobs made at each slot;
@@ -281,9 +280,9 @@ class JobQueue(Persistent):
         changing nothing else: the transaction of a job's own work shares
         no object with other runners that way, so a runner finishing
         beside it never makes it conflict (and run the job's code again).
-        :meth:`file_finished` follows in a transaction of its own; if the
-        runner dies before, the claim that finds its lease run out files
-        the job."""
+        :meth:`file_finished` follows in the runner's next claim (or a
+        transaction of its own when it stops); if the runner dies before,
+        the claim that finds its lease run out files the job."""
         for name, value in fields.items():
             setattr(job, name, value)
         job.state = state
@@ -297,6 +296,24 @@ class JobQueue(Persistent):
         self.cancels.pop(job.id, None)
         if (job.finished, job.id) not in self.finished:
             self.finished[(job.finished, job.id)] = job.id
+
+    def requeue(self, job):
+        """Run the finished ``job`` again, as a new job would run (its
+        attempts counted from none): a person's decision, after the cause
+        of a failure was fixed, or once it is known that the commit of an
+        ``outcome-unknown`` job did not happen.  False, changing nothing,
+        for a job that did not end failed, cancelled or outcome-unknown."""
+        if job.state not in REQUEUEABLE:
+            return False
+        self.finished.pop((job.finished, job.id), None)
+        self.progress.pop(job.id, None)
+        self.cancels.pop(job.id, None)
+        job.state = states.QUEUED
+        job.attempts = 0
+        job.run_at = job.started = job.finished = None
+        job.result = job.error = job.traceback = None
+        self._schedule(job)
+        return True
 
     def reschedule(self, job, now, delay, **fields):
         """Run ``job`` again after ``delay`` seconds (a failed attempt)."""
@@ -324,21 +341,28 @@ class JobQueue(Persistent):
     def cancel_requested(self, job_id):
         return job_id in self.cancels
 
-    def prune(self, now, max_age, max_count):
+    def prune(self, now, max_age, max_count, limit=None):
         """Forget finished jobs older than ``max_age`` seconds, and the
-        oldest beyond ``max_count``; return how many were forgotten."""
-        forgotten = 0
+        oldest beyond ``max_count``, ``limit`` of them at most (None: all);
+        return how many were forgotten."""
         excess = len(self.finished) - max_count
-        for key in list(self.finished.keys()):
-            finished_at, job_id = key
-            if finished_at >= now - max_age and excess <= 0:
+        doomed = []
+        for key in self.finished.keys():  # oldest first
+            finished_at, _ = key
+            if len(doomed) == limit or (
+                    finished_at >= now - max_age and excess <= len(doomed)):
                 break
-            del self.finished[key]
+            doomed.append(key)
+        for key in doomed:
+            job_id = self.finished.pop(key)
             self.jobs.pop(job_id, None)
             self.progress.pop(job_id, None)
-            excess -= 1
-            forgotten += 1
-        return forgotten
+        return len(doomed)
+
+
+#: The final states of a job that may be run again (:meth:`JobQueue.requeue`).
+REQUEUEABLE = frozenset([states.FAILED, states.CANCELLED,
+                         states.OUTCOME_UNKNOWN])
 
 
 class QueueFolder(PersistentMapping):
