@@ -31,11 +31,11 @@ def memory_jobs():
     succeeded), d (ann, failed), e (no principal, queued), created in
     that order."""
     store = MemoryJobStore()
-    for job_id, name, principal in (('a', 'mod.index', 'bob'),
-                                     ('b', 'mod.index', 'bob'),
-                                     ('c', 'mod.report', 'ann'),
-                                     ('d', 'mod.report', 'ann'),
-                                     ('e', 'mod.mail', None)):
+    for job_id, name, principal in [('a', 'mod.index', 'bob'),
+                                    ('b', 'mod.index', 'bob'),
+                                    ('c', 'mod.report', 'ann'),
+                                    ('d', 'mod.report', 'ann'),
+                                    ('e', 'mod.mail', None)]:
         store.add(job_id, name, 'queued', principal)
     store.transition('b', 'running')
     store.transition('c', 'running')

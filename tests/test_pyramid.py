@@ -130,3 +130,29 @@ def test_find_user_refuses_an_unknown_user(tmp_path):
     finally:
         set_host(None)
         pyramid_app.close(wsgi)
+
+
+def test_the_monitor_route_shows_each_user_their_jobs(app):
+    from cipher.background import QueueRunner
+    db, = app.app.registry._zodb_databases.values()
+    job_id = app.post('/enqueue', {'name': 'm1'},
+                      headers={'X-User': 'alice'}).json['job']
+    app.get('/background-monitor/jobs.json', status=401)  # anonymous
+
+    def job_ids(user):
+        return [job['id'] for job in app.get(  # other tests' jobs ended
+            '/background-monitor/jobs.json?state=queued',
+            headers={'X-User': user}).json['jobs']]
+    assert job_ids('alice') == [job_id]
+    assert job_ids('bob') == []
+    assert job_ids('boss') == [job_id]
+    app.get('/background-monitor/job/%s.json' % job_id,
+            headers={'X-User': 'bob'}, status=403)
+    page = app.get('/background-monitor/job/%s' % job_id,
+                   headers={'X-User': 'alice'})
+    assert 'href="/background-monitor/static/monitor.css"' in page.text
+    form = page.forms[0]
+    assert form.action.startswith('/background-monitor/job/')
+    form.submit(headers={'X-User': 'alice'}, status=303)
+    assert jobs.get_status(job_id).state == 'cancelled'
+    assert QueueRunner(db).run_pending() == 0

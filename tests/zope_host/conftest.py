@@ -59,7 +59,7 @@ SITE_ZCML = """\
 def zope(tmp_path_factory):
     """The instance: ``app`` (its WSGI application) and ``db``; users
     admin (Manager) and bob (no roles) in /acl_users, the site /bgsite
-    (made a site as the ZMI does) holding the folder 'docs', and /passite
+    (made a site as the ZMI does); eve (no roles) too holding the folder 'docs', and /passite
     whose PluggableAuthService knows carol-id."""
     home = tmp_path_factory.mktemp('instance')
     (home / 'etc').mkdir()
@@ -82,6 +82,7 @@ def zope(tmp_path_factory):
     try:
         app.acl_users._doAddUser('admin', 'secret', ['Manager'], [])
         app.acl_users._doAddUser('bob', 'secret', [], [])
+        app.acl_users._doAddUser('eve', 'secret', [], [])
         manage_addFolder(app, 'bgsite')
         make_objectmanager_site(app.bgsite)
         manage_addFolder(app.bgsite, 'docs')

@@ -359,3 +359,31 @@ def test_sigterm_is_taken_only_where_nobody_handles_it(zope, monkeypatch):
                         lambda: {'stop-on-sigterm': 'maybe'})
     with pytest.raises(Exception, match='must be on or off'):
         instance.process_starting(None)
+
+
+def test_the_monitor_view_shows_each_user_their_jobs(zope, browser):
+    job_id = as_user(browser, 'bob').get('/bgsite/@@enqueue-job',
+                                         {'key': 'monitored'}).text
+    monitor = '/bgsite/@@background-monitor'
+    browser.authorization = None
+    browser.get(monitor + '/jobs.json', status=401)  # Anonymous
+
+    def job_ids(user):
+        return [job['id'] for job in as_user(browser, user).get(
+            monitor + '/jobs.json?state=queued').json['jobs']]
+    assert job_ids('bob') == [job_id]
+    assert job_ids('eve') == []
+    assert job_id in job_ids('admin')  # Manager: the Monitor permission
+    as_user(browser, 'eve').get('%s/job/%s.json' % (monitor, job_id),
+                                status=403)
+    overview = as_user(browser, 'admin').get(monitor + '/overview.json').json
+    assert overview['viewer'] == {'principal': 'admin', 'monitor': True}
+    page = as_user(browser, 'bob').get('%s/job/%s' % (monitor, job_id))
+    assert 'href="/bgsite/@@background-monitor/static/monitor.css"' in \
+        page.text
+    assert browser.get(monitor + '/static/monitor.js').status_int == 200
+    page.forms[0].submit(status=303)  # Cancel, with bob's token
+    assert jobs.get_status(job_id).state == 'cancelled'
+    assert QueueRunner(zope['db']).run_pending() == 0
+    as_user(browser, 'bob').post(monitor + '/job/%s/cancel' % job_id,
+                                 status=403)  # no token

@@ -136,8 +136,9 @@ def _checked_states(state):
     states = frozenset(states)
     unknown = sorted(states - frozenset(TRANSITIONS))
     if unknown:
-        raise ConfigurationError('there is no job state %r; use one of %s'
-                                 % (unknown[0], ', '.join(sorted(TRANSITIONS))))
+        raise ConfigurationError(
+            'there is no job state %r; use one of %s'
+            % (unknown[0], ', '.join(sorted(TRANSITIONS))))
     return states
 
 

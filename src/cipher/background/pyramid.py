@@ -25,8 +25,22 @@ users up names a function in its settings::
 ``find_user(user_id, site)`` is called in the runner with the unit's site
 (loaded in the unit's connection) and returns the user or None; None is
 PrincipalNotFound and the work never runs.
+
+The include also adds the monitor (:mod:`cipher.background.monitor`) at
+``/background-monitor`` (the setting ``cipher.background.monitor_path``
+moves it; ``off`` leaves it out).  An authenticated user sees the jobs
+they started; a user with the permission ``cipher.background.monitor``
+(the setting ``cipher.background.monitor_permission`` names another)
+sees and acts on all of them and on the workers; anonymous requests are
+answered 401.  The durable queue shown is the default queue of the
+request's database (pyramid_zodbconn).  Behind several processes, give
+them one ``cipher.background.monitor_secret`` (it signs the pages'
+CSRF tokens).
 """
+import secrets
+
 from persistent import Persistent
+from pyramid.request import call_app_with_subpath_as_path_info
 from pyramid.threadlocal import get_current_request
 from zope.interface import implementer
 from zope.security.interfaces import IPrincipal
@@ -37,10 +51,17 @@ from cipher.background.errors import ArgumentTypeError
 from cipher.background.errors import PrincipalNotFound
 from cipher.background.host import ZopeSecurityHost
 from cipher.background.host import set_host
+from cipher.background.monitor import MonitorApp
+from cipher.background.monitor import Viewer
 from cipher.background.security import SYSTEM
 from cipher.background.security import check_principal_id
 
 SETTING = 'cipher.background.find_user'
+MONITOR_PATH = 'cipher.background.monitor_path'
+MONITOR_PERMISSION = 'cipher.background.monitor_permission'
+MONITOR_SECRET = 'cipher.background.monitor_secret'
+#: The permission that shows every job in the monitor.
+DEFAULT_MONITOR_PERMISSION = 'cipher.background.monitor'
 
 
 @implementer(IPrincipal)
@@ -130,6 +151,49 @@ class PyramidHost(ZopeSecurityHost):
 def includeme(config):
     """Make new background work of this process Pyramid work (see the
     module), with ``cipher.background.find_user`` from the settings."""
-    find_user = config.get_settings().get(SETTING)
+    settings = config.get_settings()
+    find_user = settings.get(SETTING)
     set_host(PyramidHost(config.maybe_dotted(find_user)
                          if find_user else None))
+    path = settings.get(MONITOR_PATH, '/background-monitor')
+    if path != 'off':
+        config.add_route('cipher.background.monitor',
+                         path.rstrip('/') + '*subpath')
+        config.add_view(_MonitorView(settings),
+                        route_name='cipher.background.monitor')
+
+
+class _MonitorView:
+    """The monitor, answering for the request's user (see the module)."""
+
+    def __init__(self, settings):
+        self.permission = settings.get(MONITOR_PERMISSION,
+                                       DEFAULT_MONITOR_PERMISSION)
+        secret = settings.get(MONITOR_SECRET)
+        self.secret = secret.encode('utf-8') if secret \
+            else secrets.token_bytes(32)
+
+    def __call__(self, request):
+        userid = request.authenticated_userid
+        viewer = None
+        if userid is not None:
+            viewer = Viewer(str(userid), monitor=bool(request.has_permission(
+                self.permission, request.context)))
+        request.environ['cipher.background.viewer'] = viewer
+        app = MonitorApp(_viewer_of, _request_databases(request),
+                         secret=self.secret)
+        return call_app_with_subpath_as_path_info(request, app)
+
+
+def _viewer_of(environ):
+    return environ['cipher.background.viewer']
+
+
+def _request_databases(request):
+    """The database of the request's ZODB connection (pyramid_zodbconn),
+    if it has one."""
+    try:
+        from pyramid_zodbconn import get_connection
+        return [get_connection(request).db()]
+    except Exception:  # no pyramid_zodbconn, or no database configured
+        return []
