@@ -60,6 +60,9 @@ def test_the_wheel_carries_the_metadata_and_the_zcml(dists):
         metadata = archive.read(info).decode()
     assert 'cipher/background/configure.zcml' in names
     assert 'cipher/background/zope.zcml' in names
+    # The monitor's pages load nothing from elsewhere: their files ship.
+    assert 'cipher/background/monitor_static/monitor.js' in names
+    assert 'cipher/background/monitor_static/monitor.css' in names
     assert any(n.endswith('licenses/LICENSE.txt') for n in names)
     for line in ['License-Expression: ZPL-2.1',
                  'Project-URL: Source, https://github.com/zopefoundation/'

@@ -8,6 +8,7 @@ attributes and refreshes the page from the JSON endpoints.
 import html
 import urllib.parse
 
+RUNNING = ('running', 'retrying')
 #: The states in the legend, in the order a job goes through them.
 LEGEND = ('pending-commit', 'queued', 'running', 'retrying', 'succeeded',
           'failed', 'cancelled', 'dropped', 'interrupted', 'outcome-unknown')
@@ -65,9 +66,11 @@ def badge(state):
     return '<span class="state state-%s">%s</span>' % (_e(state), _e(state))
 
 
-def progress(value):
+def progress(value, state):
+    """A progress bar: moving without a value while the job runs and has
+    reported none, nothing for a job that does not run and has none."""
     if value is None:
-        return '<progress max="100"></progress>'
+        return '<progress max="100"></progress>' if state in RUNNING else ''
     return '<progress max="100" value="%s">%s%%</progress>' % (
         _e(value), _e(value))
 
@@ -166,7 +169,8 @@ def job_row(job, request):
             '<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>'
             '</tr>' % (_e(job['id']), badge(job['state']), _e(link),
                        _e(job['name']), _e(job['principal']),
-                       progress(job['progress']), _time(job['created']),
+                       progress(job['progress'], job['state']),
+                       _time(job['created']),
                        _time(job['finished']), cancel))
 
 
@@ -179,7 +183,7 @@ def job_page(job, request, title):
         actions.append(_form(request, 'job/%s/requeue' % quoted,
                              'Run again'))
     fields = [('State', badge(job['state'])),
-              ('Progress', progress(job['progress'])),
+              ('Progress', progress(job['progress'], job['state'])),
               ('Started by', _e(job['principal'])),
               ('Attempts', _e(job['attempts'])),
               ('Created', _time(job['created'])),

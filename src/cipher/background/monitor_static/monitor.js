@@ -14,7 +14,12 @@
     return node;
   }
   function badge(state) { return el('span', {'class': 'state state-' + state}, state); }
-  function bar(value) {
+  // Moving without a value while the job runs and reported none;
+  // nothing for a job that does not run and has none.
+  function bar(value, state) {
+    if (typeof value !== 'number' && state !== 'running' && state !== 'retrying') {
+      return document.createTextNode('');
+    }
     var node = el('progress', {max: '100'});
     if (typeof value === 'number') { node.value = value; node.textContent = value + '%'; }
     return node;
@@ -30,7 +35,7 @@
     var id = encodeURIComponent(job.id);
     var tr = el('tr', {'data-id': job.id});
     var cells = [badge(job.state), el('a', {href: root + 'job/' + id}, job.name),
-                 document.createTextNode(job.principal || ''), bar(job.progress),
+                 document.createTextNode(job.principal || ''), bar(job.progress, job.state),
                  document.createTextNode(when(job.created)),
                  document.createTextNode(when(job.finished)),
                  job.done ? document.createTextNode('') : form('job/' + id + '/cancel', 'Cancel')];
@@ -50,7 +55,7 @@
     },
     job: function (job) {
       setCell('state', badge(job.state));
-      setCell('progress', bar(job.progress));
+      setCell('progress', bar(job.progress, job.state));
       setCell('finished', document.createTextNode(when(job.finished)));
       setCell('started', document.createTextNode(when(job.started)));
       setCell('attempts', document.createTextNode(job.attempts));
