@@ -11,6 +11,7 @@ os.environ['PYTHONPATH'] = os.pathsep.join(
     + [entry for entry in [os.environ.get('PYTHONPATH')] if entry])
 
 import pytest
+import transaction
 from ZODB import DB
 from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
@@ -82,6 +83,19 @@ def any_db(request, tmp_path):
         db = DB(FileStorage(str(tmp_path / 'Data.fs')))
     yield db
     db.close()
+
+
+@pytest.fixture
+def team_site(file_db):
+    """A demo site in ``file_db`` whose users are bob and ann, in a
+    connection of the test's thread."""
+    from cipher.background.demo import make_site
+    conn = file_db.open()
+    site = make_site(conn.root(), 'site', users=('bob', 'ann'))
+    transaction.commit()
+    yield site
+    transaction.abort()
+    conn.close()
 
 
 @pytest.fixture

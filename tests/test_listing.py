@@ -8,7 +8,6 @@ from zope.interface.verify import verifyObject
 from cipher.background import ArgumentTypeError
 from cipher.background import ConfigurationError
 from cipher.background import SYSTEM
-from cipher.background.demo import make_site
 from cipher.background.durable import DurableJobs
 from cipher.background.durable import enqueue_call
 from cipher.background.interfaces import IJobListing
@@ -88,13 +87,8 @@ def test_bad_filters_are_refused_by_both(file_db, kwargs, error, message):
 
 
 @pytest.fixture
-def site(file_db):
-    conn = file_db.open()
-    site = make_site(conn.root(), 'site', users=('bob', 'ann'))
-    transaction.commit()
-    yield site
-    transaction.abort()
-    conn.close()
+def site(team_site):
+    return team_site
 
 
 def test_a_durable_queue_lists_the_same_way(file_db, site):

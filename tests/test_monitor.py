@@ -16,7 +16,6 @@ import webtest
 from cipher.background import MemoryJobStore
 from cipher.background import get_status
 from cipher.background import set_job_store
-from cipher.background.demo import make_site
 from cipher.background.durable import enqueue_call
 from cipher.background.monitor import MonitorApp
 from cipher.background.monitor import Viewer
@@ -52,13 +51,8 @@ def store():
 
 
 @pytest.fixture
-def site(file_db):
-    conn = file_db.open()
-    site = make_site(conn.root(), 'site', users=('bob', 'ann'))
-    transaction.commit()
-    yield site
-    transaction.abort()
-    conn.close()
+def site(team_site):
+    return team_site
 
 
 @pytest.fixture
