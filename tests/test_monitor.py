@@ -2,6 +2,7 @@
 JSON shapes, who sees what (owner, other user, anonymous, monitor), the
 CSRF token, and the actions."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -296,12 +297,100 @@ def test_the_standalone_monitor_wants_its_token(tmp_path, site, file_db):
         assert command.wait(TIMEOUT) == 0
 
 
-def test_a_short_password_file_is_refused(tmp_path):
+@pytest.mark.parametrize('content, mode, message', [
+    (b'short\n', 0o600, 'shorter than 12 characters'),
+    (b'\xff\xfe long enough password\n', 0o600, 'printable ASCII'),
+    (b'a long enough password\n', 0o644, 'may be read by others'),
+    (None, 0o600, 'not a regular file'),  # a FIFO: never waited on
+])
+def test_bad_password_files_are_refused(tmp_path, content, mode, message):
     secret = tmp_path / 'password'
-    secret.write_text('short\n')
+    if content is None:
+        os.mkfifo(str(secret))
+    else:
+        secret.write_bytes(content)
+    secret.chmod(mode)
     done = subprocess.run(
         [sys.executable, '-m', 'cipher.background', 'monitor', '--zodb',
          'memory://', '--password-file', str(secret)],
         capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2
-    assert 'shorter than 12 characters' in done.stderr
+    assert message in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_a_password_file_may_start_with_a_byte_order_mark(tmp_path):
+    from cipher.background._climonitor import read_token
+    secret = tmp_path / 'password'
+    secret.write_bytes(b'\xef\xbb\xbfa long enough password\nmore\n')
+    secret.chmod(0o600)
+    assert read_token(str(secret)) == 'a long enough password'
+
+
+def test_the_token_link_keeps_the_page_and_sets_no_token_cookie():
+    from cipher.background._climonitor import TokenGate
+    gate = TokenGate(lambda viewer: MonitorApp(viewer), 'T' * 20, 8765)
+    app = webtest.TestApp(gate)
+    response = app.get('/jobs', {'state': 'failed', 'token': 'T' * 20},
+                       status=303)
+    assert response.location.endswith('/jobs?state=failed')
+    cookie = response.headers['Set-Cookie']
+    assert 'T' * 20 not in cookie and 'HttpOnly' in cookie
+    assert cookie.startswith('cipher_background_monitor_8765=')
+    assert app.get('/jobs.json').json == {'jobs': []}  # the cookie works
+    injected = app.get('/%0d%0aX-Injected:%20yes', {'token': 'T' * 20},
+                       status=303)
+    assert 'X-Injected' not in injected.headers
+    assert injected.location.endswith('/%0D%0AX-Injected%3A%20yes')
+    assert app.get('//elsewhere.example/', {'token': 'T' * 20},
+                   status=303).location.endswith('/elsewhere.example/')
+
+
+def test_what_json_cannot_hold_comes_as_text_or_null(app, store):
+    store.add('nan-1', 'myapp.f', 'queued', 'bob')
+    store.transition('nan-1', 'running', progress=float('nan'))
+    store.transition('nan-1', 'succeeded', result=float('inf'))
+    job = app.get('/job/nan-1.json', headers=as_('bob')).json
+    assert (job['progress'], job['result']) == (None, 'inf')
+
+
+def test_head_sends_no_body_and_paths_are_decoded_once(app, store):
+    response = app.head('/jobs.json', headers=as_('bob'))
+    assert response.body == b''
+    app.get('/job/bob%252D1.json', headers=as_('bob'), status=404)
+
+
+def test_an_owner_may_not_run_again_what_may_have_committed(app, file_db,
+                                                            site):
+    from cipher.background.queuestore import get_queue
+    job_id = enqueue_call(durable_jobs.noop, site=site, user='ann')
+    transaction.commit()
+    with file_db.transaction() as conn:  # as a runner records it
+        queue = get_queue(conn.root())
+        queue.finish(queue.jobs[job_id], 'outcome-unknown', 1.0)
+    page = app.get('/job/%s' % job_id, headers=as_('ann'))
+    assert 'Run again' not in page.text
+    response = app.post('/job/%s/requeue' % job_id,
+                        {'csrf_token': token(app, 'ann')},
+                        headers=as_('ann'), status=403)
+    assert 'apply it twice' in response.text
+    app.post('/job/%s/requeue' % job_id, {'csrf_token': token(app, 'boss')},
+             headers=as_('boss'), status=303)
+    assert get_status(job_id).state == 'queued'
+
+
+def test_a_read_only_database_answers_503_at_once(tmp_path, site, file_db):
+    from ZODB import DB
+    from ZODB.FileStorage import FileStorage
+    job_id = enqueue_call(durable_jobs.noop, site=site, user='ann')
+    transaction.commit()
+    file_db.close()
+    db = DB(FileStorage(str(tmp_path / 'Data.fs'), read_only=True))
+    try:
+        app = webtest.TestApp(MonitorApp(viewer, queues=[db]))
+        response = app.post('/job/%s/cancel' % job_id, headers=dict(
+            as_('ann'), **{'X-CSRF-Token': token(app, 'ann')}), status=503)
+        assert 'read-only' in response.text
+        assert response.headers['X-Frame-Options'] == 'DENY'
+        assert get_status(job_id).state == 'queued'
+    finally:
+        db.close()

@@ -156,3 +156,36 @@ def test_the_monitor_route_shows_each_user_their_jobs(app):
     form.submit(headers={'X-User': 'alice'}, status=303)
     assert jobs.get_status(job_id).state == 'cancelled'
     assert QueueRunner(db).run_pending() == 0
+
+
+def test_the_monitor_route_keeps_to_its_own_path(tmp_path):
+    # An application's own routes beside it, and its require_csrf.
+    from pyramid.config import Configurator
+    settings = {'zodbconn.uri': 'file://%s' % (tmp_path / 'Data.fs')}
+    with Configurator(settings=settings,
+                      root_factory=pyramid_app.root_factory) as config:
+        config.include('pyramid_tm')
+        config.include('pyramid_zodbconn')
+        config.include('cipher.background.pyramid')
+        config.set_security_policy(pyramid_app.HeaderPolicy())
+        config.set_default_csrf_options(require_csrf=True)
+        config.add_route('stats', '/background-monitoring-stats')
+        config.add_view(lambda request: {'stats': 1}, route_name='stats',
+                        renderer='json')
+        wsgi = config.make_wsgi_app()
+    try:
+        app = webtest.TestApp(wsgi)
+        assert app.get('/background-monitoring-stats').json == {'stats': 1}
+        app.get('/background-monitorjobs.json', status=404)
+        assert app.get('/background-monitor', headers={
+            'X-User': 'boss'}, status=303).location.endswith(
+                '/background-monitor/')
+        overview = app.get('/background-monitor/overview.json',
+                           headers={'X-User': 'boss'}).json
+        response = app.post('/background-monitor/job/nothing/cancel',
+                            {'csrf_token': overview['csrf_token']},
+                            headers={'X-User': 'boss'}, status=404)
+        assert 'no job nothing' in response.text  # the monitor answered
+    finally:
+        set_host(None)
+        pyramid_app.close(wsgi)

@@ -59,7 +59,8 @@ SITE_ZCML = """\
 def zope(tmp_path_factory):
     """The instance: ``app`` (its WSGI application) and ``db``; users
     admin (Manager) and bob (no roles) in /acl_users, the site /bgsite
-    (made a site as the ZMI does); eve (no roles) too holding the folder 'docs', and /passite
+    (made a site as the ZMI does); eve (no roles) too; /tenant, a site
+    whose own user folder knows another bob and tm (its Manager) holding the folder 'docs', and /passite
     whose PluggableAuthService knows carol-id."""
     home = tmp_path_factory.mktemp('instance')
     (home / 'etc').mkdir()
@@ -93,6 +94,13 @@ def zope(tmp_path_factory):
         addZODBUserManager(pas, 'users')
         pas.plugins.activatePlugin(IUserEnumerationPlugin, 'users')
         pas.users.addUser('carol-id', 'carol@example.com', 'secret')
+        # A site with users of its own: another bob, and its own Manager.
+        from OFS.userfolder import manage_addUserFolder
+        manage_addFolder(app, 'tenant')
+        make_objectmanager_site(app.tenant)
+        manage_addUserFolder(app.tenant)
+        app.tenant.acl_users._doAddUser('bob', 'secret', [], [])
+        app.tenant.acl_users._doAddUser('tm', 'secret', ['Manager'], [])
         transaction.commit()
     finally:
         transaction.abort()

@@ -387,3 +387,35 @@ def test_the_monitor_view_shows_each_user_their_jobs(zope, browser):
     assert QueueRunner(zope['db']).run_pending() == 0
     as_user(browser, 'bob').post(monitor + '/job/%s/cancel' % job_id,
                                  status=403)  # no token
+
+
+def test_a_sites_monitor_shows_that_sites_jobs_to_its_own_users(
+        zope, browser):
+    job_id = as_user(browser, 'bob').get('/bgsite/@@enqueue-job',
+                                         {'key': 'tenant-check'}).text
+    tenant = '/tenant/@@background-monitor'
+    # Another bob, of the tenant's user folder: not the job's owner.
+    assert as_user(browser, 'bob').get(
+        tenant + '/jobs.json').json['jobs'] == []
+    as_user(browser, 'bob').get('%s/job/%s.json' % (tenant, job_id),
+                                status=404)
+    token = browser.get(tenant + '/overview.json').json['csrf_token']
+    as_user(browser, 'bob').post(
+        '%s/job/%s/cancel' % (tenant, job_id), {'csrf_token': token},
+        status=404)
+    # The tenant's Manager: all of the tenant's jobs, none of /bgsite's,
+    # and no worker of the process.
+    overview = as_user(browser, 'tm').get(tenant + '/overview.json').json
+    assert overview['viewer']['monitor'] is True
+    assert overview['counts'] == {} and overview['workers'] == []
+    assert as_user(browser, 'tm').get(
+        '%s/job/%s.json' % (tenant, job_id), status=404)
+    as_user(browser, 'tm').post(
+        tenant + '/worker/anything/stop',
+        {'csrf_token': overview['csrf_token']}, status=403)
+    assert jobs.get_status(job_id).state == 'queued'
+    # The root's Manager sees every site's jobs there.
+    root = as_user(browser, 'admin').get(
+        '/@@background-monitor/jobs.json?state=queued').json['jobs']
+    assert job_id in [job['id'] for job in root]
+    QueueRunner(zope['db']).run_pending()

@@ -179,7 +179,8 @@ def job_page(job, request, title):
     actions = []
     if not job['done']:
         actions.append(_form(request, 'job/%s/cancel' % quoted, 'Cancel'))
-    elif job['durable'] and job['state'] != 'succeeded':
+    elif job['durable'] and (job['state'] in ('failed', 'cancelled') or (
+            job['state'] == 'outcome-unknown' and request.viewer.monitor)):
         actions.append(_form(request, 'job/%s/requeue' % quoted,
                              'Run again'))
     fields = [('State', badge(job['state'])),

@@ -30,6 +30,7 @@ import weakref
 
 import transaction
 from persistent import Persistent
+from ZODB.POSException import ReadOnlyError
 from zope.interface import implementer
 
 from cipher.background import queuestore
@@ -43,6 +44,7 @@ from cipher.background.host import get_host
 from cipher.background.interfaces import IJobListing
 from cipher.background.jobstore import JobStatus
 from cipher.background.jobstore import select
+from cipher.background.jobstore import site_path
 from cipher.background.scheduler import _check_callable
 from cipher.background.scope import CommitWatch
 from cipher.background.scheduler import new_id
@@ -538,23 +540,25 @@ class DurableJobs:
     def __repr__(self):
         return '<DurableJobs %r of %s>' % (self.queue, self.db.database_name)
 
-    def list(self, state=None, principal=None, name=None, limit=100):
+    def list(self, state=None, principal=None, name=None, limit=100,
+             site=None):
         """See IJobListing."""
         with _snapshot(self.db) as root:
             queue = queuestore.get_queue(root, self.queue)
             records = () if queue is None else queue.jobs.values()
             chosen = select(records, state, principal, name, limit,
-                            created=lambda record: record.created)
+                            created=lambda record: record.created, site=site)
             return [status_of(record.id, queue, record) for record in chosen]
 
-    def counts(self):
+    def counts(self, site=None):
         """See IJobListing."""
         with _snapshot(self.db) as root:
             queue = queuestore.get_queue(root, self.queue)
             if queue is None:
                 return {}
             return dict(collections.Counter(
-                record.state for record in queue.jobs.values()))
+                record.state for record in select(
+                    queue.jobs.values(), site=site, limit=None)))
 
     def get(self, job_id):
         """See IJobListing (a job of this queue only)."""
@@ -582,7 +586,8 @@ def status_of(job_id, queue, record):
         job_id, record.state, record.name, value, data, '',
         record.result, record.error, record.traceback, record.attempts,
         queue.cancel_requested(job_id), _time(record.created),
-        _time(record.started), _time(record.finished), record.principal)
+        _time(record.started), _time(record.finished), record.principal,
+        None if record.site is None else site_path(record.site.hint))
 
 
 def get_status(job_id):
@@ -641,9 +646,10 @@ _ATTEMPTS = 20
 def in_transaction(db, fn, note):
     """``fn(root, now)`` in a transaction of its own (a connection of
     ``db``, a manager of its own), committed with ``note``; conflicts, and
-    any failure of the commit before its vote (nothing was committed), are
-    retried with a short random backoff.  Returns what ``fn`` returns.
-    A failure after the vote is raised: its outcome is unknown."""
+    any failure of the commit before its vote (nothing was committed) but
+    a read-only database, are retried with a short random backoff.
+    Returns what ``fn`` returns.  A failure after the vote is raised: its
+    outcome is unknown."""
     manager = transaction.TransactionManager()
     for attempt in range(_ATTEMPTS):
         conn = db.open(transaction_manager=manager)
@@ -660,7 +666,8 @@ def in_transaction(db, fn, note):
             return result
         except Exception as exc:
             retry = manager.get().isRetryableError(exc) or (
-                committing and not watch.voted)
+                committing and not watch.voted
+                and not isinstance(exc, ReadOnlyError))
             manager.abort()
             if not retry:
                 raise

@@ -316,16 +316,18 @@ class IJobListing(Interface):
     state raises ConfigurationError, a filter of the wrong type
     ArgumentTypeError."""
 
-    def list(state=None, principal=None, name=None, limit=100):
+    def list(state=None, principal=None, name=None, limit=100, site=None):
         """The IJobStatus of the jobs known, newest first (by creation):
         those in ``state`` (a state, or a collection of states), started
         by ``principal`` (a principal id), whose name contains ``name``
-        (a substring of the dotted name); ``limit`` (a whole number >= 1,
-        or None for all) at most."""
+        (a substring of the dotted name), on the site at the path
+        ``site``; ``limit`` (a whole number >= 1, or None for all) at
+        most."""
 
-    def counts():
-        """The number of jobs known in each state: {state: count}, for the
-        states that have any."""
+    def counts(site=None):
+        """The number of jobs known in each state (of the site at the path
+        ``site``, or all): {state: count}, for the states that have
+        any."""
 
     def get(job_id):
         """The IJobStatus of the job (state 'unknown' if not known)."""
@@ -341,8 +343,9 @@ class IJobStore(IJobListing):
     count at all times, so the store does not grow without bound.
     """
 
-    def add(job_id, name, state, principal=None):
-        """Remember a new job in ``state``, started by ``principal``."""
+    def add(job_id, name, state, principal=None, site=None):
+        """Remember a new job in ``state``, started by ``principal`` on the
+        site at the path ``site``."""
 
     def transition(job_id, state, **fields):
         """Move the job to ``state`` and set ``fields``, atomically, if the

@@ -30,6 +30,7 @@ from cipher.background.errors import JobCancelled
 from cipher.background.errors import OutcomeUnknown
 from cipher.background.errors import WaitTimeout
 from cipher.background.jobstore import MemoryJobStore
+from cipher.background.jobstore import site_path
 from cipher.background.output import captured
 from cipher.background.scheduler import BackgroundScheduler
 from cipher.background.scope import ConnectionSlot
@@ -172,7 +173,8 @@ def callable_name(fn):
 
 def track(job, state):
     """Record the new ``job`` in its store, in ``state``."""
-    job.store.add(job.id, job.name, state, principal=job.principal_id)
+    job.store.add(job.id, job.name, state, principal=job.principal_id,
+                  site=None if job.site is None else site_path(job.site.hint))
     if not _live:  # work starts after a quiet spell (not once per job: costly)
         shutdown.arm_exit_hook()
     _live[job.id] = job

@@ -63,7 +63,9 @@ TRANSITIONS = {
 @dataclasses.dataclass(frozen=True)
 class JobStatus:
     """A snapshot of one job; see IJobStatus.  ``principal`` is the id of
-    the principal who started the job, or None."""
+    the principal who started the job, or None; ``site`` the path of its
+    site where the host locates sites by path (Zope: ``'/plone'``), or
+    None."""
 
     id: str
     state: str = UNKNOWN
@@ -80,6 +82,7 @@ class JobStatus:
     started: datetime.datetime = None
     finished: datetime.datetime = None
     principal: str = None
+    site: str = None
 
     @property
     def done(self):
@@ -91,14 +94,14 @@ _BLANK = {field.name: field.default
           for field in dataclasses.fields(JobStatus) if field.name != 'output'}
 # What the store itself sets: at add() (id, name, created, principal) or
 # by transition() (state, finished).
-_MANAGED = frozenset(['id', 'name', 'created', 'principal', 'state',
-                      'finished'])
+_MANAGED = frozenset(['id', 'name', 'created', 'principal', 'site',
+                      'state', 'finished'])
 _UPDATABLE = frozenset(_BLANK) - _MANAGED
 _ADDABLE = frozenset(TRANSITIONS) - FINAL_STATES
 
 
 def select(jobs, state=None, principal=None, name=None, limit=100,
-           created=lambda job: job.created):
+           created=lambda job: job.created, site=None):
     """The ``jobs`` (anything with ``state``, ``principal`` and ``name``:
     statuses, records) that pass the filters of IJobListing.list(),
     newest first by ``created(job)``, ``limit`` at most.  Among jobs made
@@ -114,13 +117,33 @@ def select(jobs, state=None, principal=None, name=None, limit=100,
             limit, numbers.Integral) or limit < 1):
         raise ArgumentTypeError('limit must be a whole number >= 1, or None'
                                 ' for all, not %r' % (limit,))
+    if site is not None and not isinstance(site, str):
+        raise ArgumentTypeError('site must be the path of a site (a str) '
+                                'or None for all, not %r' % (site,))
     chosen = [job for job in reversed(list(jobs))
               if (states is None or job.state in states)
               and (principal is None or job.principal == principal)
-              and (name is None or name in (job.name or ''))]
+              and (name is None or name in (job.name or ''))
+              and (site is None or _site_of(job) == site)]
     if limit is None:
         return sorted(chosen, key=created, reverse=True)
     return heapq.nlargest(limit, chosen, key=created)
+
+
+def _site_of(job):
+    """The path of the site of ``job`` (a status, or a durable record)."""
+    site = job.site
+    if site is None or isinstance(site, str):
+        return site
+    return site_path(site.hint)
+
+
+def site_path(hint):
+    """The path a host's ``locate()`` gave (a tuple of names, as Zope's
+    physical paths are) as text, ``'/'`` for the root; None for none."""
+    if not hint:
+        return None
+    return '/'.join(hint) or '/'
 
 
 def _checked_states(state):
@@ -284,19 +307,23 @@ class MemoryJobStore:
         self._prune()
         return len(self._jobs)
 
-    def add(self, job_id, name, state, principal=None):
+    def add(self, job_id, name, state, principal=None, site=None):
         """Remember a new job in ``state`` (a state that is not final),
-        started by ``principal`` (a principal id, or None).
+        started by ``principal`` (a principal id, or None) on ``site`` (the
+        path of its site, or None).
 
         ConfigurationError for an id in use, a final or unknown state.
         """
         _check_state(state, _ADDABLE, 'a job can be added in')
-        if principal is not None and not isinstance(principal, str):
-            raise ArgumentTypeError(
-                'principal must be a principal id (a string) or None, not '
-                '%r' % (principal,))
+        for field, value, what in (('principal', principal, 'principal id'),
+                                   ('site', site, 'path of a site')):
+            if value is not None and not isinstance(value, str):
+                raise ArgumentTypeError(
+                    '%s must be a %s (a string) or None, not %r'
+                    % (field, what, value))
         record = _Record(dict(_BLANK, id=job_id, name=name, state=state,
-                              created=_now(), principal=principal))
+                              created=_now(), principal=principal,
+                              site=site))
         if self._jobs.setdefault(job_id, record) is not record:
             raise ConfigurationError(
                 'job id %r is in use already; give each job a new id '
@@ -314,16 +341,19 @@ class MemoryJobStore:
             fields = record.copy()
         return JobStatus(**fields)
 
-    def list(self, state=None, principal=None, name=None, limit=100):
+    def list(self, state=None, principal=None, name=None, limit=100,
+             site=None):
         """See IJobListing; the statuses carry no output (get() does)."""
         self._prune()
-        return select(self._statuses(), state, principal, name, limit)
+        return select(self._statuses(), state, principal, name, limit,
+                      site=site)
 
-    def counts(self):
+    def counts(self, site=None):
         """See IJobListing."""
         self._prune()
         return dict(collections.Counter(
-            status.state for status in self._statuses()))
+            status.state for status in select(
+                self._statuses(), site=site, limit=None)))
 
     def _statuses(self):
         """The JobStatus of every job known, in the order they came,

@@ -34,10 +34,13 @@ import datetime
 import hashlib
 import hmac
 import json
+import math
 import mimetypes
 import os
 import secrets
 import urllib.parse
+
+from ZODB.POSException import ReadOnlyError
 
 from cipher.background import _monitorpages as pages
 from cipher.background import jobs
@@ -81,12 +84,16 @@ class MonitorApp:
     ``viewer(environ)`` returns the :class:`Viewer` asking, or None.
     ``queues`` are the durable queues shown beside this process's job
     store (:class:`~cipher.background.durable.DurableJobs`, or databases,
-    whose default queue is meant).  ``secret`` (bytes) signs the CSRF
-    tokens: give every process behind one address the same one; by
-    default each application makes its own.
+    whose default queue is meant).  ``site`` (a path, such as
+    ``'/plone'``) limits it to the jobs of that site, for a monitor
+    mounted on a site whose users and managers are its own: the monitor
+    permission then covers that site's jobs, and no worker is shown.
+    ``secret`` (bytes) signs the CSRF tokens: give every process behind
+    one address the same one; by default each application makes its own.
     """
 
-    def __init__(self, viewer, queues=(), secret=None, title=None):
+    def __init__(self, viewer, queues=(), secret=None, title=None,
+                 site=None):
         if not callable(viewer):
             raise ArgumentTypeError(
                 'viewer must be a callable taking the WSGI environ and '
@@ -99,6 +106,10 @@ class MonitorApp:
                                     % (type(secret).__name__,))
         self.secret = secret or secrets.token_bytes(32)
         self.title = title or 'Background work'
+        if site is not None and not isinstance(site, str):
+            raise ArgumentTypeError('site must be the path of a site (a '
+                                    'str) or None for all, not %r' % (site,))
+        self.site = site
 
     # -- WSGI --
 
@@ -119,6 +130,8 @@ class MonitorApp:
                      "frame-ancestors 'none'")]
         headers.append(('Content-Length', str(len(body))))
         start_response(status, headers)
+        if environ.get('REQUEST_METHOD') == 'HEAD':
+            return [b'']
         return [body]
 
     def _dispatch(self, environ):
@@ -134,7 +147,7 @@ class MonitorApp:
             raise TypeError('the viewer callable returned %r, not a Viewer '
                             'or None' % (viewer,))
         request = _Request(environ, viewer, self._token(viewer))
-        parts = [urllib.parse.unquote(part) for part in path.split('/')[1:]]
+        parts = path.split('/')[1:]  # PATH_INFO is decoded already
         if method == 'POST':
             request.check_token()
             return self._action(request, parts)
@@ -166,18 +179,18 @@ class MonitorApp:
         counts = {}
         finished = []
         for listing in self._listings():
-            for state, count in listing.counts().items():
+            for state, count in listing.counts(site=self.site).items():
                 counts[state] = counts.get(state, 0) + count
             finished += [status.finished for status in listing.list(
-                state=states.FINAL_STATES, limit=SPARKLINE_JOBS)
-                if status.finished is not None]
+                state=states.FINAL_STATES, limit=SPARKLINE_JOBS,
+                site=self.site) if status.finished is not None]
         overview = {'counts': counts,
                     'finished_per_minute': _per_minute(finished),
                     'csrf_token': request.token,
                     'viewer': {'principal': request.viewer.principal,
                                'monitor': request.viewer.monitor}}
         overview['workers'] = [_worker(worker) for worker in workers()] \
-            if request.viewer.monitor else []
+            if self._sees_workers(request.viewer) else []
         return overview
 
     def _jobs(self, request):
@@ -197,7 +210,7 @@ class MonitorApp:
             try:
                 found += listing.list(state=state, principal=principal,
                                       name=query.get('name') or None,
-                                      limit=limit)
+                                      limit=limit, site=self.site)
             except BackgroundError as exc:
                 raise _Response('400 Bad Request', str(exc))
         found.sort(key=lambda status: status.created or _EPOCH,
@@ -208,9 +221,15 @@ class MonitorApp:
     def _find(self, job_id):
         for listing in self._listings():
             status = listing.get(job_id)
-            if status.state != states.UNKNOWN:
+            if status.state != states.UNKNOWN and (
+                    self.site is None or status.site == self.site):
                 return listing, status
-        raise _Response('404 Not Found', 'no job %s is known' % job_id)
+        raise _Response('404 Not Found', 'no job %s is known here' % job_id)
+
+    def _sees_workers(self, viewer):
+        """Workers belong to the process: shown to the monitor permission
+        of a monitor that is not limited to one site."""
+        return viewer.monitor and self.site is None
 
     def _job(self, request, job_id):
         _, status = self._find(job_id)
@@ -231,17 +250,22 @@ class MonitorApp:
                 raise _Response('403 Forbidden',
                                 'job %s is not yours' % job_id)
             if parts[2] == 'cancel':
-                done = jobs.cancel(job_id)
+                done = _act(jobs.cancel, job_id)
             elif not is_durable_id(job_id):
                 raise _Response('409 Conflict', 'only a durable job can be '
                                 'run again; this one was not stored')
+            elif status.state == states.OUTCOME_UNKNOWN and \
+                    not request.viewer.monitor:
+                raise _Response('403 Forbidden', 'whether this job committed '
+                                'is unknown: running it again may apply it '
+                                'twice, which takes the monitor permission')
             else:
-                done = requeue(job_id)
+                done = _act(requeue, job_id)
             return self._answer(request, {'job': job_id, 'action': parts[2],
                                           'done': bool(done)},
                                 'job/' + urllib.parse.quote(job_id, safe=''))
         if len(parts) == 3 and parts[0] == 'worker' and parts[2] == 'stop':
-            if not request.viewer.monitor:
+            if not self._sees_workers(request.viewer):
                 raise _Response('403 Forbidden', 'stopping a worker takes '
                                 'the monitor permission')
             for worker in workers():
@@ -262,7 +286,8 @@ class MonitorApp:
     # -- responses --
 
     def _json(self, data):
-        body = json.dumps(data, default=_jsonable, sort_keys=True).encode()
+        body = json.dumps(data, default=_jsonable, sort_keys=True,
+                          allow_nan=False).encode()
         return '200 OK', [('Content-Type', 'application/json')], body
 
     def _page(self, html):
@@ -359,13 +384,30 @@ def _per_minute(times, minutes=SPARKLINE_MINUTES):
     return counts
 
 
+def _act(action, job_id):
+    """``action(job_id)``; a failure is a clear 503, never half an answer
+    (the job is as it was: the queue's transactions commit or not)."""
+    try:
+        return action(job_id)
+    except ReadOnlyError:
+        raise _Response('503 Service Unavailable', 'the database is open '
+                        'read-only here: nothing can be changed')
+    except Exception as exc:
+        raise _Response('503 Service Unavailable', 'could not do it, try '
+                        'again: %s: %s' % (type(exc).__name__, exc))
+
+
 def _number(value):
-    return value if isinstance(value, (int, float)) and \
-        not isinstance(value, bool) else None
+    """A progress for JSON: a finite number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _short(value, limit=2000):
     """A value for JSON: itself when it is plain, else its repr, cut."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):

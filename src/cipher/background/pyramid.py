@@ -157,10 +157,15 @@ def includeme(config):
                          if find_user else None))
     path = settings.get(MONITOR_PATH, '/background-monitor')
     if path != 'off':
-        config.add_route('cipher.background.monitor',
-                         path.rstrip('/') + '*subpath')
-        config.add_view(_MonitorView(settings),
+        path = '/' + path.strip('/')
+        config.add_route('cipher.background.monitor', path + '/*subpath')
+        config.add_route('cipher.background.monitor-bare', path)
+        # The monitor checks its own CSRF token (an application's
+        # require_csrf would refuse its forms and scripts first).
+        config.add_view(_MonitorView(settings), require_csrf=False,
                         route_name='cipher.background.monitor')
+        config.add_view(_to_the_monitor, require_csrf=False,
+                        route_name='cipher.background.monitor-bare')
 
 
 class _MonitorView:
@@ -183,6 +188,12 @@ class _MonitorView:
         app = MonitorApp(_viewer_of, _request_databases(request),
                          secret=self.secret)
         return call_app_with_subpath_as_path_info(request, app)
+
+
+def _to_the_monitor(request):
+    """The monitor's address without its slash: to the one with it."""
+    from pyramid.httpexceptions import HTTPSeeOther
+    return HTTPSeeOther(request.path + '/')
 
 
 def _viewer_of(environ):
