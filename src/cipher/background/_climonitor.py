@@ -23,6 +23,7 @@ from cipher.background.durable import DurableJobs
 from cipher.background.monitor import MonitorApp
 from cipher.background.monitor import Viewer
 
+
 class TokenGate:
     """WSGI middleware: ``app`` for who shows ``token`` (``?token=`` once,
     which sets a cookie for the rest; the cookie; or a header

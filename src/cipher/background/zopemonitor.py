@@ -10,8 +10,8 @@ apart by id, and a site's users are those its user folders know).  On
 the application root, the permission shows every job of every site and
 the workers of the process; without it, the jobs a user started on the
 root.  Anonymous is answered 401.  The durable queue shown is the
-default queue of the site's database.  Behind several ZEO clients, give them one secret for
-the pages' CSRF tokens::
+default queue of the site's database.  Behind several ZEO clients, give
+them one secret for the pages' CSRF tokens::
 
     <product-config cipher.background>
       monitor-secret a long random string
