@@ -336,7 +336,8 @@ def test_the_token_link_keeps_the_page_and_sets_no_token_cookie():
     cookie = response.headers['Set-Cookie']
     assert 'T' * 20 not in cookie and 'HttpOnly' in cookie
     assert cookie.startswith('cipher_background_monitor_8765=')
-    assert app.get('/jobs.json').json == {'jobs': []}  # the cookie works
+    assert app.get('/overview.json').json['viewer'] == {  # the cookie works
+        'principal': None, 'monitor': True}
     injected = app.get('/%0d%0aX-Injected:%20yes', {'token': 'T' * 20},
                        status=303)
     assert 'X-Injected' not in injected.headers
