@@ -159,9 +159,8 @@ def test_a_job_whose_runner_died_is_run_again_once(file_db, site):
     assert counters(file_db) == {'once': 1}
 
 
-
-def test_a_jobs_transaction_writes_only_its_record_and_its_work(file_db,
-                                                                 site):
+def test_a_jobs_transaction_writes_only_its_record_and_its_work(
+        file_db, site):
     # Runners finishing side by side share no object in the transaction
     # of a job's work, so they cannot make it conflict and run again.
     job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'x'))
@@ -203,7 +202,8 @@ def test_a_job_whose_runner_died_after_it_succeeded_is_filed(file_db,
     dying._run(dying._claim()[0])  # and the process died before filing it
     assert get_status(job_id).state == 'succeeded'
     assert read(file_db, lambda root: (
-        len(get_queue(root).finished), len(get_queue(root).leased()))) == (0, 1)
+        len(get_queue(root).finished),
+        len(get_queue(root).leased()))) == (0, 1)
     with file_db.transaction() as conn:  # the lease runs out
         get_queue(conn.root()).leases[job_id] = 0
     assert QueueRunner(file_db).run_pending() == 0  # nothing to run again
@@ -334,6 +334,7 @@ def queuestore_job(site, name):
                       note=None, attempts=1, backoff=1.0, lease=60.0,
                       queue='default')
 
+
 @pytest.mark.parametrize('fn', [
     lambda: None,
     functools.partial(durable_jobs.count, 'x'),
@@ -397,7 +398,6 @@ def test_finished_records_are_pruned_by_count_and_age(file_db, site):
         len(get_queue(root).jobs), len(get_queue(root).finished))) == (0, 0)
 
 
-
 def test_pruning_goes_in_small_transactions(file_db, site, monkeypatch):
     # One large transaction would change many buckets of the jobs tree
     # at once and make the requests enqueuing meanwhile conflict.
@@ -414,6 +414,7 @@ def test_pruning_goes_in_small_transactions(file_db, site, monkeypatch):
     assert len(prunes) == 3
     assert read(file_db, lambda root: (
         len(get_queue(root).jobs), len(get_queue(root).finished))) == (0, 0)
+
 
 # -- schedules --
 
@@ -524,7 +525,6 @@ def test_a_site_made_in_the_same_transaction_is_the_jobs(file_db, site):
     QueueRunner(file_db).run_pending()
     assert get_status(job_id).result == (['editor'], 'fresh',
                                          'Annual report')
-
 
 
 # -- what an attack found --
