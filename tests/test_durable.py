@@ -398,6 +398,25 @@ def test_finished_records_are_pruned_by_count_and_age(file_db, site):
         len(get_queue(root).jobs), len(get_queue(root).finished))) == (0, 0)
 
 
+def test_a_running_job_that_lost_its_lease_entry_is_taken_again(
+        file_db, site, caplog):
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'lost'))
+    transaction.commit()
+    QueueRunner(file_db)._claim()  # its runner then died
+    with file_db.transaction() as conn:  # and its lease entry was lost
+        queue = get_queue(conn.root())
+        del queue.leases[job_id]
+        queue.jobs[job_id].lease_end = 0
+    runner = QueueRunner(file_db)
+    assert runner.run_pending() == 0  # nothing says it is due
+    runner.prune()
+    assert 'was running with no lease entry' in caplog.text
+    assert runner.run_pending() == 1
+    status = get_status(job_id)
+    assert (status.state, status.attempts) == ('succeeded', 2)
+    assert counters(file_db) == {'lost': 1}
+
+
 def test_pruning_goes_in_small_transactions(file_db, site, monkeypatch):
     # One large transaction would change many buckets of the jobs tree
     # at once and make the requests enqueuing meanwhile conflict.

@@ -283,10 +283,18 @@ class QueueRunner:
     def prune(self):
         """Forget the finished records older than ``keep_seconds`` and the
         oldest beyond ``keep_count``; return how many were forgotten.
+        First, running jobs that lost their lease entry are made to be
+        taken again (see JobQueue.recover_orphans).
 
         In transactions of :data:`PRUNE_BATCH` records at most: one large
         transaction would change many buckets of the jobs tree at once,
         and make the requests enqueuing meanwhile conflict."""
+        orphans = self._in_transaction(
+            lambda queue, now: queue.recover_orphans(now), 'recover') or []
+        for job_id in orphans:
+            log.warning('Queue %s: job %s was running with no lease entry '
+                        '(a lost update of the leases tree); it is taken '
+                        'again as a dead runner\'s', self.queue, job_id)
         forgotten = 0
         while True:
             done = self._in_transaction(

@@ -233,6 +233,20 @@ class JobQueue(Persistent):
         self.jobs[job.id] = job
         self._lease(job, owner, now)
 
+    def recover_orphans(self, now):
+        """Give the running jobs that have no entry in ``leases`` and whose
+        claim's lease ended an entry that ended: the next claim takes them
+        again as a dead runner's.  Such a job is a lost update of the
+        leases tree (seen on RelStorage with SQLite under load, root cause
+        unknown); without this it would stay ``running`` for good.  Scans
+        every record; returns the ids recovered."""
+        orphans = [job.id for job in self.jobs.values()
+                   if job.state == states.RUNNING and job.id not in self.leases
+                   and (job.lease_end or 0) < now]
+        for job_id in orphans:
+            self.leases[job_id] = 0.0
+        return orphans
+
     def leased(self):
         """{job id: lease end} of the jobs being run."""
         return {job_id: end for job_id, end in self.leases.items()
