@@ -223,6 +223,7 @@ def throughput(db, uri, processes, count):
     transaction.commit()
     conn.close()
     runners = runner_processes(uri, processes, 0.05)
+    deadline = time.monotonic() + 300
     try:
         while True:
             conn = db.open()
@@ -233,6 +234,9 @@ def throughput(db, uri, processes, count):
             conn.close()
             if len(times) >= count:
                 break
+            if time.monotonic() > deadline:  # a lost job fails the run
+                raise RuntimeError('%d of %d jobs did not succeed in 300 s'
+                                   % (count - len(times), count))
             time.sleep(0.05)  # the runner processes work
     finally:
         stop(runners)
