@@ -176,7 +176,7 @@ def test_a_jobs_transaction_writes_only_its_record_and_its_work(
     assert written == [work | {record}]
     assert read(file_db, lambda root: (
         list(get_queue(root).finished.values()),
-        len(get_queue(root).leased()))) == ([job_id], 0)
+        len(get_queue(root).leases))) == ([job_id], 0)
 
 
 def test_finished_jobs_are_filed_by_the_next_claim(file_db, site):
@@ -191,7 +191,7 @@ def test_finished_jobs_are_filed_by_the_next_claim(file_db, site):
     assert not [note for note in notes if ': file ' in note]
     assert read(file_db, lambda root: (
         sorted(get_queue(root).finished.values()),
-        len(get_queue(root).leased()))) == (sorted(ids), 0)
+        len(get_queue(root).leases))) == (sorted(ids), 0)
 
 
 def test_a_job_whose_runner_died_after_it_succeeded_is_filed(file_db,
@@ -209,7 +209,7 @@ def test_a_job_whose_runner_died_after_it_succeeded_is_filed(file_db,
     assert QueueRunner(file_db).run_pending() == 0  # nothing to run again
     assert read(file_db, lambda root: (
         list(get_queue(root).finished.values()),
-        len(get_queue(root).leased()))) == ([job_id], 0)
+        len(get_queue(root).leases))) == ([job_id], 0)
     assert get_status(job_id).state == 'succeeded'
     assert counters(file_db) == {'x': 1}
 
@@ -237,102 +237,11 @@ def test_a_running_jobs_lease_is_renewed_so_it_runs_once(file_db, site):
     status = get_status(job_id)
     assert (status.state, status.attempts) == ('succeeded', 1)
     assert counters(file_db) == {'long': 1}
-    assert read(file_db, lambda root: len(get_queue(root).leased())) == 0
+    assert read(file_db, lambda root: len(get_queue(root).leases)) == 0
 
 
 def lease_end(db, job_id):
     return read(db, lambda root: get_queue(root).leases[job_id])
-
-
-def wait_for_a_waiting_thread(runner):
-    """Until a thread of the (started) runner waits for work; the test's
-    transaction then starts afresh (seeing the queue it installed)."""
-    transaction.abort()
-    deadline = time.monotonic() + TIMEOUT
-    while not runner.waiting_threads:
-        assert time.monotonic() < deadline, 'no thread of the runner waits'
-        time.sleep(0.005)  # the runner's thread goes to wait
-    transaction.abort()
-
-
-def claim_notes(db, job_id):
-    """The notes of the transactions that wrote ``job_id``'s record, but
-    for the one that enqueued it."""
-    oid = read(db, lambda root: get_queue(root).jobs[job_id]._p_oid)
-    return [record.description.decode()
-            for record in db.storage.iterator()
-            if oid in {data.oid for data in record}][1:]
-
-
-def test_a_job_enqueued_beside_a_waiting_runner_goes_straight_to_it(
-        file_db, site):
-    runner = QueueRunner(file_db, threads=1, poll=60).start()
-    try:
-        wait_for_a_waiting_thread(runner)
-        job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'a'))
-        transaction.commit()
-        status = wait(job_id, TIMEOUT)
-    finally:
-        assert runner.stop(TIMEOUT)
-    assert (status.state, status.attempts) == ('succeeded', 1)
-    notes = claim_notes(file_db, job_id)
-    assert len(notes) == 1 and notes[0].startswith('job ')  # no claim
-    assert counters(file_db) == {'a': 1}
-
-
-def test_an_aborted_enqueue_frees_the_waiting_thread(file_db, site):
-    runner = QueueRunner(file_db, threads=1, poll=60).start()
-    try:
-        wait_for_a_waiting_thread(runner)
-        as_editor(site, lambda: enqueue(durable_jobs.count, 'dropped'))
-        transaction.abort()
-        job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'b'))
-        transaction.commit()
-        assert wait(job_id, TIMEOUT).state == 'succeeded'
-    finally:
-        assert runner.stop(TIMEOUT)
-    assert len(claim_notes(file_db, job_id)) == 1  # straight again
-    assert counters(file_db) == {'b': 1}
-
-
-def test_a_runner_that_stops_first_gives_the_job_back(file_db, site):
-    runner = QueueRunner(file_db, threads=1, poll=60).start()
-    wait_for_a_waiting_thread(runner)
-    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'c'))
-    assert runner.stop(TIMEOUT)  # before the request commits
-    transaction.commit()
-    status = get_status(job_id)
-    assert (status.state, status.attempts) == ('queued', 0)
-    assert QueueRunner(file_db).run_pending() == 1
-    assert counters(file_db) == {'c': 1}
-
-
-def test_a_lease_added_beside_one_removed_does_not_conflict(file_db,
-                                                            site):
-    # A request's claimed job and a runner filing the last job it ran:
-    # the leases tree is never emptied, so the two merge.
-    first = as_editor(site, lambda: enqueue(durable_jobs.count, 'd'))
-    transaction.commit()
-    QueueRunner(file_db)._claim()
-    request = file_db.open()  # the request began before the filing
-    queue = get_queue(request.root())
-    record = queuestore_job(site, 'e')
-    queue.add_claimed(record, 'another runner', time.time())
-    with file_db.transaction() as conn:  # the runner files the first
-        filed = get_queue(conn.root())
-        filed.finish(filed.jobs[first], 'succeeded', time.time())
-    transaction.commit()  # no ConflictError
-    request.close()
-    assert read(file_db, lambda root: sorted(
-        get_queue(root).leased())) == [record.id]
-
-
-def queuestore_job(site, name):
-    from cipher.background.queuestore import DurableJob
-    return DurableJob('%s@unnamed' % name, name='x', call=('noop',),
-                      args=(), kwargs={}, site=None, principal=None,
-                      note=None, attempts=1, backoff=1.0, lease=60.0,
-                      queue='default')
 
 
 @pytest.mark.parametrize('fn', [
@@ -416,6 +325,19 @@ def test_a_running_job_that_lost_its_lease_entry_is_taken_again(
     assert (status.state, status.attempts) == ('succeeded', 2)
     assert counters(file_db) == {'lost': 1}
 
+
+def test_a_job_cancelled_then_run_again_runs_once_per_attempt(file_db,
+                                                              site):
+    from cipher.background.durable import requeue
+    job_id = as_editor(site, lambda: enqueue_call(
+        durable_jobs.fail, ('no',), attempts=2, backoff=3600))
+    transaction.commit()
+    assert cancel(job_id) is True  # its id stays in the pending queue
+    assert requeue(job_id) is True
+    assert QueueRunner(file_db).run_pending() == 1  # not the old entry too
+    status = get_status(job_id)
+    assert (status.state, status.attempts) == ('queued', 1)  # its backoff
+    assert requeue(job_id) is False  # it waits: nothing to run again
 
 def test_pruning_goes_in_small_transactions(file_db, site, monkeypatch):
     # One large transaction would change many buckets of the jobs tree

@@ -139,14 +139,7 @@ def enqueue_call(fn, args=(), kwargs=None, *, site=None, user=None,
     job_id = new_job_id(conn.db())
     fields['note'] = note or 'job %s (%s)' % (fields['name'], job_id)
     record = queuestore.DurableJob(job_id, run_at=when, **fields)
-    runner = None if when is not None else _reserve_runner(conn.db(), queue)
-    if runner is None:
-        _store(conn, queue, lambda stored: stored.add(record))
-    else:  # straight to a free thread of this process, at the commit
-        owner = runner.new_claim_owner()
-        _store(conn, queue, lambda stored: stored.add_claimed(
-            record, owner, time.time()))
-        _hand_over(conn.transaction_manager.get(), runner, record)
+    _store(conn, queue, lambda stored: stored.add(record))
     return job_id
 
 
@@ -430,33 +423,6 @@ def add_runner(db, queue, runner):
 def remove_runner(db, queue, runner):
     with _runners_lock:
         _runners.get((db.database_name, queue), set()).discard(runner)
-
-
-def _hand_over(txn, runner, record):
-    """Once ``txn`` ends: ``record`` to ``runner`` if it committed, else
-    its held thread back (once: a failed commit is aborted after)."""
-    settled = []
-
-    def settle(committed):
-        if not settled:
-            settled.append(committed)
-            if committed:
-                runner.accept(record)
-            else:
-                runner.release()
-    txn.addAfterCommitHook(settle)
-    txn.addAfterAbortHook(settle, (False,))
-
-
-def _reserve_runner(db, queue):
-    """A started runner of this process serving ``queue`` of ``db`` with
-    a thread free to take a job now, that thread held for it; or None."""
-    with _runners_lock:
-        runners = list(_runners.get((db.database_name, queue), ()))
-    for runner in runners:
-        if runner.db is db and runner.reserve():
-            return runner
-    return None
 
 
 def _wake(db, queue):

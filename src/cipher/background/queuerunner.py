@@ -135,10 +135,6 @@ class QueueRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._ready = collections.deque()  # claimed here, not yet run
-        # Threads waiting for work, and how many of them are held for a
-        # job being enqueued in this process (see reserve()).
-        self._idle = self._reserved = 0
-        self._handoff = threading.Lock()
         # Ids of the jobs that succeeded here, filed by the next claim.
         self._unfiled = []
         self._unfiled_lock = threading.Lock()
@@ -178,49 +174,8 @@ class QueueRunner:
         self._wake.set()
 
     def request_stop(self):
-        with self._handoff:  # no hand-off is added to _ready after this
-            self._stopping.set()
+        self._stopping.set()
         self._wake.set()
-
-    # -- hand-off from enqueue() in this process --
-
-    def reserve(self):
-        """Hold a waiting thread for a job that a transaction of this
-        process is enqueuing; False when none is free (the job then goes
-        to the queue as usual).  accept() or release() follows."""
-        with self._handoff:
-            free = self._idle - self._reserved - len(self._ready)
-            if self._stopping.is_set() or free <= 0:
-                return False
-            self._reserved += 1
-            return True
-
-    def release(self):
-        """The enqueuing transaction did not commit: the thread is free."""
-        with self._handoff:
-            self._reserved = max(0, self._reserved - 1)
-
-    def accept(self, record):
-        """Run ``record``, claimed for this runner by the transaction that
-        enqueued it (just committed), in the held thread; a runner that
-        is stopping gives it back to the queue."""
-        claim = _Claim(record)
-        with self._handoff:
-            self._reserved = max(0, self._reserved - 1)
-            if not self._stopping.is_set():
-                self._ready.append(claim)
-                self._wake.set()
-                return
-        self._settle(claim, _give_back)
-
-    @property
-    def waiting_threads(self):
-        """How many threads of this runner wait for work now."""
-        return self._idle
-
-    def new_claim_owner(self):
-        """The owner of one claim of this runner."""
-        return '%s:%s' % (self.owner, new_id()[:8])
 
     def join(self, deadline):
         for thread in self._threads:
@@ -256,13 +211,7 @@ class QueueRunner:
                 except Exception:
                     log.exception('Queue %s: pruning failed; going on',
                                   self.queue)
-            with self._handoff:
-                self._idle += 1
-            try:
-                self._wake.wait(delay)
-            finally:
-                with self._handoff:
-                    self._idle -= 1
+            self._wake.wait(delay)
             delay = min(delay * 2, self.max_poll)
         self._give_back_ready()
         self._file_unfiled()
@@ -333,7 +282,7 @@ class QueueRunner:
                 schedule, slot, self.db))
             claims = []
             while len(claims) < batch:
-                job = queue.claim(self.new_claim_owner(), now)
+                job = queue.claim('%s:%s' % (self.owner, new_id()[:8]), now)
                 if job is None:
                     break
                 claims.append(_Claim(job))

@@ -16,8 +16,7 @@ Everything lives under one key of the database root,
 * ``delayed``: (run-at time, id) -> id for jobs that wait for a time
   (a delay, or the backoff after a failed attempt);
 * ``leases``: id -> lease end (a time) for the jobs being run: a job whose
-  lease ran out was being run by a process that died (and ``''`` -> an
-  endless lease, which keeps the tree from ever being empty);
+  lease ran out was being run by a process that died;
 * ``finished``: (finished time, id) -> id, what pruning walks; the
   transaction of a job's work writes its record alone, and the runner
   files it here (and drops its lease) in its next claim, so runners
@@ -56,11 +55,6 @@ SPREAD = 8
 #: The most ids ``pending`` holds; more wait in ``backlog`` (a zc.queue
 #: Queue is one tuple, written whole at every change).
 PENDING_LIMIT = 100
-
-#: A lease that never ends, so that ``leases`` is never empty: a BTree
-#: bucket that one transaction empties conflicts with every other change
-#: (a request adding a claimed job's lease, say) instead of merging.
-_KEEP = ''
 
 
 class DurableJob(Persistent):
@@ -152,7 +146,7 @@ class JobQueue(Persistent):
         self.pending = Queue()
         self.backlog = OOBTree()
         self.delayed = OOBTree()
-        self.leases = OOBTree({_KEEP: float('inf')})
+        self.leases = OOBTree()
         self.finished = OOBTree()
         self.progress = OOBTree()
         self.cancels = OOBTree()
@@ -217,21 +211,17 @@ class JobQueue(Persistent):
         cancelled while waiting is dropped here.
         """
         job = self._expired(now) or self._due(now) or self._next_pending()
-        while job is not None and job.state != states.QUEUED:
+        while job is not None and not _runnable(job, now):
             job = self._due(now) or self._next_pending()
         if job is None:
             return None
-        self._lease(job, owner, now)
+        job.attempts += 1
+        job.state = states.RUNNING
+        job.owner = owner
+        job.lease_end = now + job.lease
+        job.started = job.started or now
+        self.leases[job.id] = job.lease_end
         return job
-
-    def add_claimed(self, job, owner, now):
-        """Record the new ``job`` already claimed by ``owner`` (a runner
-        of the enqueuing process with a thread free for it), in the
-        transaction that enqueues it: it never waits in ``pending``, and
-        runs without a claim transaction of its own.  If that runner's
-        process dies first, its lease runs out as any claim's does."""
-        self.jobs[job.id] = job
-        self._lease(job, owner, now)
 
     def recover_orphans(self, now):
         """Give the running jobs that have no entry in ``leases`` and whose
@@ -249,18 +239,7 @@ class JobQueue(Persistent):
 
     def leased(self):
         """{job id: lease end} of the jobs being run."""
-        return {job_id: end for job_id, end in self.leases.items()
-                if job_id != _KEEP}
-
-    def _lease(self, job, owner, now):
-        if _KEEP not in self.leases:  # a queue of a version without it
-            self.leases[_KEEP] = float('inf')
-        job.attempts += 1
-        job.state = states.RUNNING
-        job.owner = owner
-        job.lease_end = now + job.lease
-        job.started = job.started or now
-        self.leases[job.id] = job.lease_end
+        return dict(self.leases.items())
 
     def _expired(self, now):
         for job_id, lease_end in list(self.leases.items()):
@@ -402,6 +381,14 @@ class JobQueue(Persistent):
 #: The final states of a job that may be run again (:meth:`JobQueue.requeue`).
 REQUEUEABLE = frozenset([states.FAILED, states.CANCELLED,
                          states.OUTCOME_UNKNOWN])
+
+
+def _runnable(job, now):
+    """True when ``job`` waits and is due.  An id can be found twice (a job
+    cancelled while pending and run again keeps its old entry): an entry
+    of a job that runs, ended, or waits for a later time is passed by."""
+    return job.state == states.QUEUED and (job.run_at is None
+                                           or job.run_at <= now)
 
 
 class QueueFolder(PersistentMapping):
