@@ -149,14 +149,16 @@ def _port(text):
     return int(text)
 
 
-def _add_database_options(command, what):
-    """--zodb, --grace and --connect-timeout, which worker and jobs share."""
+def _add_database_options(command, what=None):
+    """--zodb and --connect-timeout, which worker, jobs and monitor share,
+    and --grace, for how long ``what`` may take at a stop."""
     command.add_argument('--zodb', required=True, metavar='URI',
                          help='file://, zeo://, memory:// or zconfig:// URI')
-    command.add_argument('--grace', type=_seconds,
-                         default=STOP_GRACE_SECONDS, metavar='SECONDS',
-                         help='how long %s may take to finish at a stop '
-                         '(default: %%(default)s)' % what)
+    if what is not None:
+        command.add_argument('--grace', type=_seconds,
+                             default=STOP_GRACE_SECONDS, metavar='SECONDS',
+                             help='how long %s may take to finish at a stop '
+                             '(default: %%(default)s)' % what)
     command.add_argument('--connect-timeout', type=_whole_seconds,
                          default=30, metavar='SECONDS',
                          help='how long to wait for a ZEO server, in whole '
@@ -236,12 +238,7 @@ def _parser():
         'URI names, until SIGTERM, SIGINT or SIGHUP.  Only who shows the '
         'token printed at the start (or the first line of '
         '--password-file) sees anything.')
-    monitor.add_argument('--zodb', required=True, metavar='URI',
-                         help='file://, zeo://, memory:// or zconfig:// URI')
-    monitor.add_argument('--connect-timeout', type=_whole_seconds,
-                         default=30, metavar='SECONDS',
-                         help='how long to wait for a ZEO server, in whole '
-                         'seconds (default: %(default)s)')
+    _add_database_options(monitor)
     monitor.add_argument('--host', default='127.0.0.1', metavar='ADDRESS',
                          help='the address to listen on (default: '
                          '%(default)s, this machine only)')
