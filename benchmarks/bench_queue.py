@@ -110,17 +110,21 @@ def enqueue_overhead(folder, reps, requests, celery):
 
 # -- commit -> start --
 
-def commit_to_start(db, count, wait):
+def commit_to_start(db, count, wait, local=False):
     """Milliseconds from the end of the commit to the job's first line;
-    ``wait(job_id)`` waits for the job."""
+    ``wait(job_id)`` waits for the job (after its start, when it runs in
+    this process: ``local``)."""
     conn = db.open()
     latencies = []
     for _ in range(count):
+        _queuejobs.started.clear()
         for attempt in transaction.manager.attempts():  # as a web app does
             with attempt:
                 job_id = enqueue_call(_queuejobs.started_at,
                                       connection=conn, user=SYSTEM)
         committed = time.time()
+        if local:
+            _queuejobs.started.wait(60)
         status = wait(job_id)
         latencies.append((status.result - committed) * 1e3)
     conn.close()
@@ -154,13 +158,19 @@ def celery_latencies(celery, count):
 
 
 def _latency(send, get):
+    """The same, for a task ``send()`` after a commit, run in this
+    process, its result read with ``get``."""
+    _queuejobs.started.clear()
     sent = time.time()
-    return (get(send()) - sent) * 1e3
+    result = send()
+    _queuejobs.started.wait(60)
+    return (get(result) - sent) * 1e3
 
 
 def in_process_latency(db, folder, reps, samples, celery):
     runner = QueueRunner(db, threads=1).start()
-    local = [percentile(commit_to_start(db, samples, _wait_local), 0.5)
+    local = [percentile(commit_to_start(db, samples, _wait_local, True),
+                        0.5)
              for _ in range(reps)]
     runner.stop(60)
     report('8. commit -> durable job start p50, in-process', 'ms',

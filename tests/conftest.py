@@ -30,12 +30,35 @@ from cipher.background.thread import stop_all
 from helpers import TIMEOUT
 from helpers import ZEOServer
 from helpers import thread_leftovers
+import prebuild
 
 # The Zope host's tests start a Zope instance, which changes the whole
 # process: test_zope.py runs them in a process of their own.
 ZOPE_TESTS = 'CIPHER_BACKGROUND_ZOPE_TESTS'
 collect_ignore = [] if os.environ.get(ZOPE_TESTS) else ['zope_host']
 
+
+# Tests whose set-up takes a minute or more of pip: their modules, the
+# name and function of the set-up (see prebuild.py).
+_PREBUILT = {'test_buildout.py': ('buildout', 'build'),
+             'test_packaging.py': ('packaging', 'build_and_install')}
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m chose the tests
+def pytest_collection_modifyitems(session, config, items):
+    """The tests of _PREBUILT go last, their set-ups started now in a
+    thread (see prebuild.py): the rest of the suite runs meanwhile."""
+    last = [item for item in items if item.path.name in _PREBUILT]
+    if not last or config.option.collectonly:
+        return
+    items[:] = [item for item in items if item not in last] + last
+    for item in last:
+        name, setup = _PREBUILT[item.path.name]
+        prebuild.start(name, getattr(item.module, setup))
+
+
+def pytest_sessionfinish(session):
+    prebuild.discard_all()
 
 
 @pytest.fixture(autouse=True)

@@ -118,3 +118,15 @@ def held(name):
     started.set()
     release.wait(60)
     return count(name)
+
+
+lease_threads = []
+
+
+def note_lease_threads():
+    """Keep the threads that keep leases while this job runs (in
+    ``lease_threads``) and return how many there are."""
+    keepers = [thread for thread in threading.enumerate()
+               if thread.name.startswith('cipher.background lease')]
+    lease_threads.extend(keepers)
+    return len(keepers)

@@ -5,6 +5,7 @@ project's buildout files, then the scripts they generate: bin/test on a
 few tests, bin/cipher-background start/status/stop, and the production
 example's ZEO server and worker."""
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from ZEO.ClientStorage import ClientStorage
 from helpers import TIMEOUT
 from helpers import free_port
 from helpers import read
+import prebuild
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ('setup.py', 'pyproject.toml', 'README.rst', 'CHANGES.rst',
@@ -35,36 +37,46 @@ def clean_env():
             if key not in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV')}
 
 
-def sh(*args, cwd, timeout=TIMEOUT, **kwargs):
-    done = subprocess.run(list(args), cwd=str(cwd), env=clean_env(),
-                          capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
-    assert done.returncode == 0, '%s\n%s\n%s' % (
-        ' '.join(map(str, args)), done.stdout[-3000:], done.stderr[-3000:])
-    return done
+def sh(*args, cwd, timeout=TIMEOUT, commands=None):
+    """Run ``args`` in ``cwd`` with a user's environment; fail the test
+    unless it exits 0."""
+    returncode, stdout, stderr = (commands or prebuild.Commands()).run(
+        args, cwd, clean_env(), timeout)
+    assert returncode == 0, '%s\n%s\n%s' % (
+        ' '.join(map(str, args)), stdout[-3000:], stderr[-3000:])
+    return subprocess.CompletedProcess(args, returncode, stdout, stderr)
+
+
+def build(commands, folder):
+    """A copy of the project in ``folder``, built as README.rst says (the
+    production file, which extends buildout.cfg, so that one run builds
+    every part), with the ZEO server on a free port."""
+    copy = os.path.join(folder, 'project')
+    os.mkdir(copy)
+    for name in FILES:
+        if os.path.exists(os.path.join(PROJECT, name)):
+            shutil.copy(os.path.join(PROJECT, name), copy)
+    for part in ('src', 'tests'):
+        shutil.copytree(os.path.join(PROJECT, part),
+                        os.path.join(copy, part),
+                        ignore=shutil.ignore_patterns(
+                            '*.egg-info', '__pycache__'))
+    sh(sys.executable, '-m', 'venv', '.', cwd=copy, commands=commands)
+    sh('bin/pip', 'install', '-q', 'zc.buildout', 'setuptools<82', cwd=copy,
+       timeout=BUILD_TIMEOUT, commands=commands)
+    address = '127.0.0.1:%d' % free_port()
+    sh('bin/buildout', '-c', 'buildout-zeo.cfg', 'zeo:address=' + address,
+       cwd=copy, timeout=BUILD_TIMEOUT, commands=commands)
+    return pathlib.Path(copy), address
 
 
 @pytest.fixture(scope='module')
 def buildout(tmp_path_factory):
-    """A copy of the project, built as README.rst says (the production
-    file, which extends buildout.cfg, so that one run builds every part),
-    with the ZEO server on a free port."""
-    copy = tmp_path_factory.mktemp('buildout') / 'project'
-    copy.mkdir()
-    for name in FILES:
-        if os.path.exists(os.path.join(PROJECT, name)):
-            shutil.copy(os.path.join(PROJECT, name), str(copy))
-    for folder in ('src', 'tests'):
-        shutil.copytree(os.path.join(PROJECT, folder), str(copy / folder),
-                        ignore=shutil.ignore_patterns(
-                            '*.egg-info', '__pycache__'))
-    sh(sys.executable, '-m', 'venv', '.', cwd=copy)
-    sh('bin/pip', 'install', '-q', 'zc.buildout', 'setuptools<82', cwd=copy,
-       timeout=BUILD_TIMEOUT)
-    address = '127.0.0.1:%d' % free_port()
-    sh('bin/buildout', '-c', 'buildout-zeo.cfg', 'zeo:address=' + address,
-       cwd=copy, timeout=BUILD_TIMEOUT)
-    return copy, address
+    """The built copy and its ZEO address (conftest.py starts the build
+    as the session begins when these tests are selected)."""
+    return prebuild.result('buildout', build,
+                           str(tmp_path_factory.mktemp('buildout')),
+                           BUILD_TIMEOUT)
 
 
 def test_bin_test_runs_the_tests(buildout):

@@ -1,6 +1,7 @@
 """Durable jobs in one process: enqueued in the caller's transaction,
 run by a QueueRunner, exactly once, with the caller's site and user."""
 import functools
+import threading
 import time
 
 import pytest
@@ -240,6 +241,17 @@ def test_a_running_jobs_lease_is_renewed_so_it_runs_once(file_db, site):
     assert read(file_db, lambda root: len(get_queue(root).leases)) == 0
 
 
+def test_one_thread_keeps_the_leases_of_the_process(file_db, site):
+    del durable_jobs.lease_threads[:]
+    ids = [as_editor(site, lambda: enqueue_call(
+        durable_jobs.note_lease_threads)) for _ in range(3)]
+    transaction.commit()
+    assert QueueRunner(file_db).run_pending() == 3
+    assert [get_status(job_id).result for job_id in ids] == [1, 1, 1]
+    first = durable_jobs.lease_threads[0]
+    assert all(thread is first for thread in durable_jobs.lease_threads)
+
+
 def lease_end(db, job_id):
     return read(db, lambda root: get_queue(root).leases[job_id])
 
@@ -326,6 +338,33 @@ def test_a_running_job_that_lost_its_lease_entry_is_taken_again(
     assert counters(file_db) == {'lost': 1}
 
 
+def test_a_claim_committed_without_its_lease_entries_is_repaired(
+        file_db, site, caplog):
+    # What RelStorage 4.3 on SQLite commits after a claim whose vote failed
+    # on a read conflict: the claim's records, running, but neither its
+    # lease entries nor its pulls from the pending queue.
+    ended, later = [as_editor(site, lambda name=name: enqueue(
+        durable_jobs.count, name)) for name in ('ended', 'later')]
+    transaction.commit()
+    with file_db.transaction() as conn:
+        queue = get_queue(conn.root())
+        for job_id, lease_end in ((ended, 0.0), (later, time.time() + 3600)):
+            job = queue.jobs[job_id]
+            job.state, job.owner, job.attempts = 'running', 'dead:1:x', 1
+            job.lease_end = lease_end
+    assert QueueRunner(file_db).run_pending() == 1  # its lease ended
+    assert 'was running with no lease entry' in caplog.text
+    assert (get_status(ended).state, get_status(ended).attempts) == (
+        'succeeded', 2)
+    assert counters(file_db) == {'ended': 1}
+    # The other waits for the end of its lease, in the leases tree again.
+    lease_end = read(file_db,
+                     lambda root: get_queue(root).jobs[later].lease_end)
+    assert read(file_db, lambda root: get_queue(root).leased()) == {
+        later: lease_end}
+    assert get_status(later).state == 'running'
+
+
 def test_a_job_cancelled_then_run_again_runs_once_per_attempt(file_db,
                                                               site):
     from cipher.background.durable import requeue
@@ -338,6 +377,7 @@ def test_a_job_cancelled_then_run_again_runs_once_per_attempt(file_db,
     status = get_status(job_id)
     assert (status.state, status.attempts) == ('queued', 1)  # its backoff
     assert requeue(job_id) is False  # it waits: nothing to run again
+
 
 def test_pruning_goes_in_small_transactions(file_db, site, monkeypatch):
     # One large transaction would change many buckets of the jobs tree
@@ -588,6 +628,32 @@ def test_wait_refuses_bad_timeouts(file_db, site, kwargs, message):
     transaction.commit()
     with pytest.raises(ArgumentTypeError, match=message):
         wait(job_id, **kwargs)
+
+
+def test_wait_reads_again_when_a_job_settles_during_its_read(
+        file_db, site, monkeypatch):
+    from cipher.background import durable
+    job_id = as_editor(site, lambda: enqueue(durable_jobs.count, 'w'))
+    transaction.commit()
+    real_get_status = durable.get_status
+
+    def read_while_it_runs(job_id):
+        status = real_get_status(job_id)
+        if status.state == 'queued':  # settled (and notified) meanwhile
+            assert QueueRunner(file_db).run_pending() == 1
+        return status
+
+    waits = []
+
+    class Recording(threading.Condition):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    monkeypatch.setattr(durable, 'get_status', read_while_it_runs)
+    monkeypatch.setattr(durable, '_settled', Recording())
+    assert durable.wait(job_id, poll=5).state == 'succeeded'
+    assert waits == []  # it read again at once, not after the poll
 
 
 def test_unschedule_refuses_what_is_no_name_or_connection(site):

@@ -2,6 +2,7 @@
 the metadata of pyproject.toml, and both install into a clean virtualenv
 and run the demo."""
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import zipfile
 import pytest
 
 from helpers import TIMEOUT
+import prebuild
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Building (in an isolated environment) and installing take minutes.
@@ -24,32 +26,60 @@ def clean_env():
             if key not in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV')}
 
 
-def sh(*args, cwd, timeout=SLOW, status=0):
-    done = subprocess.run([str(a) for a in args], cwd=str(cwd),
-                          env=clean_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == status, '%s\n%s\n%s' % (
-        ' '.join(map(str, args)), done.stdout[-3000:], done.stderr[-3000:])
-    return done
+def sh(commands, *args, cwd, timeout=SLOW, status=0, env=None):
+    """Run ``args``; fail unless it exits with ``status``."""
+    args = [str(arg) for arg in args]
+    returncode, stdout, stderr = commands.run(
+        args, cwd, clean_env() if env is None else env, timeout)
+    assert returncode == status, '%s\n%s\n%s' % (
+        ' '.join(args), stdout[-3000:], stderr[-3000:])
+    return subprocess.CompletedProcess(args, returncode, stdout, stderr)
 
 
-@pytest.fixture(scope='module')
-def dists(tmp_path_factory):
-    """The sdist and the wheel, built from a copy of the project."""
-    copy = tmp_path_factory.mktemp('packaging') / 'project'
+def build_and_install(commands, folder):
+    """The sdist and the wheel, built from a copy of the project; then,
+    in a clean virtualenv, the wheel installed without and with its demo
+    extra and the sdist over it, the demo run after each step."""
+    folder = pathlib.Path(folder)
+    copy = folder / 'project'
     shutil.copytree(PROJECT, str(copy), ignore=shutil.ignore_patterns(
         '.git', '.venv', '*.egg-info', '__pycache__', 'build', 'dist',
         'var', 'bin', 'eggs', 'parts', 'develop-eggs', '.pytest_cache',
-        '.hypothesis'))
+        '.hypothesis', 'test-artifacts'))
     out = copy / 'dist'
     # The PYTHONPATH conftest.py sets lets this Python run build.
-    done = subprocess.run([sys.executable, '-m', 'build', '--outdir',
-                           str(out), str(copy)], capture_output=True,
-                          text=True, timeout=SLOW)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sh(commands, sys.executable, '-m', 'build', '--outdir', out, copy,
+       cwd=folder, env=dict(os.environ))
     sdist, = out.glob('*.tar.gz')
     wheel, = out.glob('*.whl')
-    return sdist, wheel
+    sh(commands, sys.executable, '-m', 'venv', 'venv', cwd=folder)
+    pip = folder / 'venv/bin/pip'
+    command = folder / 'venv/bin/cipher-background'
+    sh(commands, pip, 'install', '-q', wheel, cwd=folder)
+    demos = {}
+    demos['without the extra'] = sh(commands, command, 'demo', cwd=folder,
+                                    timeout=TIMEOUT, status=1)
+    sh(commands, pip, 'install', '-q', '%s[demo]' % wheel, cwd=folder)
+    demos['wheel'] = sh(commands, command, 'demo', cwd=folder,
+                        timeout=TIMEOUT)
+    sh(commands, pip, 'install', '-q', '--force-reinstall', '--no-deps',
+       sdist, cwd=folder)
+    demos['sdist'] = sh(commands, command, 'demo', cwd=folder,
+                        timeout=TIMEOUT)
+    return sdist, wheel, demos
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    """(sdist, wheel, the demo's runs) (conftest.py starts this as the
+    session begins when these tests are selected)."""
+    return prebuild.result('packaging', build_and_install,
+                           str(tmp_path_factory.mktemp('packaging')), SLOW)
+
+
+@pytest.fixture
+def dists(installed):
+    return installed[:2]
 
 
 def test_the_wheel_carries_the_metadata_and_the_zcml(dists):
@@ -99,18 +129,10 @@ def test_the_sdist_holds_what_builds_and_tests_the_project(dists):
         assert name in names, name
 
 
-def test_both_install_into_a_clean_venv_and_run_the_demo(dists, tmp_path):
-    sdist, wheel = dists
-    sh(sys.executable, '-m', 'venv', 'venv', cwd=tmp_path)
-    pip, command = tmp_path / 'venv/bin/pip', tmp_path / 'venv/bin/cipher-background'
+def test_both_install_into_a_clean_venv_and_run_the_demo(installed):
+    _, _, demos = installed
     # Without its extra, the demo says what to install.
-    sh(pip, 'install', '-q', wheel, cwd=tmp_path)
-    refused = sh(command, 'demo', cwd=tmp_path, timeout=TIMEOUT, status=1)
-    assert "pip install 'cipher.background[demo]'" in refused.stderr
-    sh(pip, 'install', '-q', '%s[demo]' % wheel, cwd=tmp_path)
-    first = sh(command, 'demo', cwd=tmp_path, timeout=TIMEOUT)
-    assert 'doc-1 (Report 1) is PUBLISHED' in first.stdout
-    sh(pip, 'install', '-q', '--force-reinstall', '--no-deps', sdist,
-       cwd=tmp_path)
-    second = sh(command, 'demo', cwd=tmp_path, timeout=TIMEOUT)
-    assert 'doc-2 (Report 2) is PUBLISHED' in second.stdout
+    assert "pip install 'cipher.background[demo]'" in \
+        demos['without the extra'].stderr
+    assert 'doc-1 (Report 1) is PUBLISHED' in demos['wheel'].stdout
+    assert 'doc-2 (Report 2) is PUBLISHED' in demos['sdist'].stdout

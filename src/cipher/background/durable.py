@@ -597,11 +597,14 @@ def get_status(job_id):
 
 
 _settled = threading.Condition()
+_settled_count = 0  # jobs settled by the runners of this process
 
 
 def notify_settled():
     """Wake the waiters of this process: a runner here settled a job."""
+    global _settled_count
     with _settled:
+        _settled_count += 1
         _settled.notify_all()
 
 
@@ -615,6 +618,7 @@ def wait(job_id, timeout=None, poll=0.05):
     _check_seconds('poll', poll)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
+        settled = _settled_count  # a job settled while we read: read again
         status = get_status(job_id)
         if status.done:
             return status
@@ -622,7 +626,8 @@ def wait(job_id, timeout=None, poll=0.05):
             raise WaitTimeout('the durable job %s is still %s after %ss'
                               % (job_id, status.state, timeout))
         with _settled:
-            _settled.wait(poll)
+            if _settled_count == settled:
+                _settled.wait(poll)
 
 
 def cancel(job_id):

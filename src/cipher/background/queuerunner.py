@@ -331,7 +331,7 @@ class QueueRunner:
                          host=self.host, site_hint=claim.site_hint,
                          retry_policy=self.retry_policy)
         handle = _RunningJob(claim.id, self)
-        keeper = _LeaseKeeper(self, claim)
+        _leases.hold(self, claim)
         try:
             uow.run(lambda: self._call(claim, handle), note=claim.note,
                     stop_event=self._stopping)
@@ -361,7 +361,7 @@ class QueueRunner:
             # never the end of this thread.
             self._failed(claim, exc)
         finally:
-            keeper.stop()
+            _leases.release(claim)
             handle.close()
             durable.notify_settled()
 
@@ -382,7 +382,7 @@ class QueueRunner:
                     'the persistent argument %r is no longer in the '
                     'database' % (ref.obj,)) from None
 
-        if handle.cancelled():  # asked before it started (a retry, say)
+        if queue.cancel_requested(job.id):  # before it started (a retry)
             raise JobCancelled('job %s was cancelled' % job.id)
         fn = _callable(job.call, load)
         token = jobruntime.current_job_var.set(handle)
@@ -469,46 +469,98 @@ def install(db, name=queuestore.DEFAULT_QUEUE):
 
 
 class _LeaseKeeper:
-    """Renews the lease of a job while this process runs it: every third
-    of the lease, the lease is made to end one lease from then.  So a
-    lease need not outlast the job's longest run, only the silence of a
-    process that died: its jobs are taken again a lease after its last
-    renewal.  Each renewal is a transaction of its own that writes the
-    queue's leases alone (never the record, which the job's transaction
-    writes: the two never conflict).  It ends when the job does, or when
-    the job is no longer this claim's."""
+    """Renews the leases of the jobs this process runs: every third of a
+    job's lease, its lease is made to end one lease from then.  So a lease
+    need not outlast the job's longest run, only the silence of a process
+    that died: its jobs are taken again a lease after its last renewal.
+    A renewal is a transaction of its own, for the due jobs of one runner,
+    that writes the queue's leases alone (never a record, which the job's
+    transaction writes: the two never conflict).  A job's renewals end
+    when it does (:meth:`release`), or when it is no longer its claim's.
 
-    def __init__(self, runner, claim):
-        self._runner, self._claim = runner, claim
-        self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._keep, daemon=True,
-            name='cipher.background lease of %s' % claim.id)
-        self._thread.start()
+    One thread for the process, started with the first job and asleep
+    while none runs: a thread per job cost more than a short job."""
 
-    def stop(self):
-        self._done.set()
-        self._thread.join()
+    def __init__(self):
+        self._changed = threading.Condition()
+        # claim.owner -> (when its renewal is due (monotonic), runner, claim)
+        self._held = {}
+        self._thread = None
+
+    def hold(self, runner, claim):
+        """Renew the lease of ``claim`` (run by ``runner``) from now on."""
+        with self._changed:
+            self._held[claim.owner] = (
+                time.monotonic() + claim.lease / 3, runner, claim)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._keep, daemon=True,
+                    name='cipher.background leases')
+                self._thread.start()
+            self._changed.notify()
+
+    def release(self, claim):
+        with self._changed:
+            self._held.pop(claim.owner, None)
+
+    def holds(self, claim):
+        with self._changed:
+            return claim.owner in self._held
 
     def _keep(self):
-        claim = self._claim
-        while not self._done.wait(claim.lease / 3):
-            try:
-                if not self._runner._in_transaction(
-                        self._renew, 'renew the lease of %s' % claim.id):
-                    return
-            except Exception:  # the next renewal may pass
-                log.exception('Queue %s: renewing the lease of job %s (%s) '
-                              'failed', self._runner.queue, claim.id,
-                              claim.name)
+        while True:
+            with self._changed:
+                due = self._take_due()
+                while not due:
+                    self._changed.wait(self._until_next())
+                    due = self._take_due()
+            for runner, claims in due.items():
+                self._renew(runner, claims)
 
-    def _renew(self, queue, now):
-        job = queue.jobs.get(self._claim.id)
-        if job is None or job.state != states.RUNNING \
-                or job.owner != self._claim.owner or self._done.is_set():
-            return False
-        queue.leases[job.id] = now + job.lease
-        return True
+    def _until_next(self):
+        """Seconds until the next renewal is due; None when none is held."""
+        if not self._held:
+            return None
+        return max(0.0, min(when for when, _, _ in self._held.values())
+                   - time.monotonic())
+
+    def _take_due(self):
+        """{runner: [claims]} of the renewals due now, each one's next
+        set a third of its lease on."""
+        now = time.monotonic()
+        due = {}
+        for owner, (when, runner, claim) in list(self._held.items()):
+            if when <= now:
+                self._held[owner] = (now + claim.lease / 3, runner, claim)
+                due.setdefault(runner, []).append(claim)
+        return due
+
+    def _renew(self, runner, claims):
+        def renew(queue, now):
+            lost = []
+            for claim in claims:
+                job = queue.jobs.get(claim.id)
+                if job is None or job.state != states.RUNNING \
+                        or job.owner != claim.owner:
+                    lost.append(claim)
+                elif self.holds(claim):
+                    queue.leases[job.id] = now + job.lease
+            return lost
+        try:
+            lost = runner._in_transaction(
+                renew, 'renew the lease of %s' % ', '.join(
+                    claim.id for claim in claims)) or ()
+        except Exception:  # the next renewal may pass
+            log.exception('Queue %s: renewing the lease of %s failed',
+                          runner.queue, ', '.join(
+                              '%s (%s)' % (claim.id, claim.name)
+                              for claim in claims))
+            return
+        for claim in lost:
+            self.release(claim)
+
+
+_leases = _LeaseKeeper()
 
 
 class _RunningJob:

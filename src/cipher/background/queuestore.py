@@ -212,7 +212,8 @@ class JobQueue(Persistent):
         """
         job = self._expired(now) or self._due(now) or self._next_pending()
         while job is not None and not _runnable(job, now):
-            job = self._due(now) or self._next_pending()
+            self._restore_lost_lease(job)
+            job = self._expired(now) or self._due(now) or self._next_pending()
         if job is None:
             return None
         job.attempts += 1
@@ -223,13 +224,32 @@ class JobQueue(Persistent):
         self.leases[job.id] = job.lease_end
         return job
 
+    def _restore_lost_lease(self, job):
+        """Give ``job``, found running where waiting jobs are listed, its
+        lease entry back if it has none: the next claim after its lease
+        ends takes it again.
+
+        A claim's records committed without its lease entries is what
+        RelStorage 4.3 on SQLite does after a vote that failed on a read
+        conflict: the failed attempt's objects stay in the storage's
+        temporary table (its SQLite connection was not in a transaction,
+        so nothing was rolled back) and are written by the connection's
+        next commit, beside that commit's own leases tree.  The failed
+        attempt's ids are still pending in that commit, so a later claim
+        comes here."""
+        if job.state == states.RUNNING and job.id not in self.leases:
+            self.leases[job.id] = job.lease_end or 0.0
+            log.warning('Queue %s: job %s was running with no lease entry '
+                        '(a lost update of the leases tree); it is taken '
+                        'again when its lease ends', self.name, job.id)
+
     def recover_orphans(self, now):
         """Give the running jobs that have no entry in ``leases`` and whose
         claim's lease ended an entry that ended: the next claim takes them
         again as a dead runner's.  Such a job is a lost update of the
-        leases tree (seen on RelStorage with SQLite under load, root cause
-        unknown); without this it would stay ``running`` for good.  Scans
-        every record; returns the ids recovered."""
+        leases tree (see :meth:`_restore_lost_lease`, which finds most of
+        them at once); without this it would stay ``running`` for good.
+        Scans every record; returns the ids recovered."""
         orphans = [job.id for job in self.jobs.values()
                    if job.state == states.RUNNING and job.id not in self.leases
                    and (job.lease_end or 0) < now]
